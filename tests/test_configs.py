@@ -1,0 +1,50 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
+
+
+def load(*overrides):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("suite, steps", MAX_STEPS.items())
+def test_suites_follow_the_openvla_protocol(suite, steps):
+    cfg = load(f"suite={suite}")
+    assert cfg.suite.name == suite and cfg.suite.max_steps == steps
+    assert cfg.suite.num_wait_steps == 10 and cfg.suite.init_states_per_task == 50
+    assert list(cfg.suite.cameras) == ["agentview", "robot0_eye_in_hand"]
+
+
+@pytest.mark.parametrize("model, family", [("tiny_qwen2_5_vl", "qwen2_5_vl"), ("tiny_qwen3_vl", "qwen3_vl"),
+                                           ("qwen2_5_vl_3b", "qwen2_5_vl"), ("qwen3_vl_2b", "qwen3_vl")])
+def test_models(model, family):
+    cfg = load(f"model={model}")
+    assert cfg.model.family == family
+    assert (cfg.model.pretrained is None) == model.startswith("tiny")
+
+
+def test_unknown_group_value_fails_clearly():
+    with pytest.raises(ConfigCompositionException, match="libero_nope"):
+        load("suite=libero_nope")
+
+
+def test_train_cli_prints_resolved_config():
+    out = subprocess.run([sys.executable, "-m", "vla.train", "suite=libero_goal", "--cfg", "job"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "name: libero_goal" in out and "max_steps: 300" in out
+
+
+def test_train_cli_rejects_unknown_suite():
+    res = subprocess.run([sys.executable, "-m", "vla.train", "suite=libero_nope", "--cfg", "job"],
+                         capture_output=True, text=True)
+    assert res.returncode != 0
+    assert "Could not find 'suite/libero_nope'" in res.stderr
+    assert "Traceback" not in res.stderr
