@@ -1,0 +1,174 @@
+"""Scripted experts: turn a task's BDDL goal into OSC_POSE delta actions from ground truth.
+
+The expert plans a sequence of phases (move above the grasp point, descend, close, lift, carry,
+lower, release, retreat), re-reading object poses every step, and drives the end effector with a
+proportional controller on position and orientation. Actions follow the design: 7 numbers in
+[-1, 1], gripper -1 open / +1 close.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from robosuite.utils import transform_utils as T
+
+from . import ground_truth as gt
+from .libero_env import LiberoEnv
+
+POS_SCALE = 0.05  # metres of target offset per unit of position action (robosuite OSC_POSE)
+ROT_SCALE = 0.5  # radians per unit of rotation action
+OPEN, CLOSE = -1.0, 1.0
+
+
+class UnsupportedTask(NotImplementedError):
+    """The expert has no strategy for this goal predicate."""
+
+
+@dataclass
+class Phase:
+    name: str
+    target: Callable[[], np.ndarray]  # end-effector target position (re-evaluated every step)
+    gripper: float
+    tol: float = 0.01  # done when within tol (metres) ...
+    min_steps: int = 0  # ... and at least this many steps in the phase
+    max_steps: int = 80
+
+
+def _rot_z(yaw: float) -> np.ndarray:
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+
+
+class PickPlaceExpert:
+    """Pick the goal's object and put it on / in the goal's target (object or BDDL region).
+
+    Handles the `on` and `in` goals of libero_spatial, libero_object and the pick-and-place
+    tasks of libero_goal; other predicates raise UnsupportedTask.
+    """
+
+    def __init__(self, env: LiberoEnv, gain: float = 10.0):
+        self.env, self.gain = env, gain
+        goals = env.robosuite_env.parsed_problem["goal_state"]
+        if len(goals) != 1 or goals[0][0].lower() not in ("on", "in"):
+            raise UnsupportedTask(f"no scripted strategy for goal {goals} ({env.task.name})")
+        _, self.obj, self.target = goals[0]
+        self.phases: list[Phase] = []
+
+    # -- scene queries ----------------------------------------------------------------------
+    def _eef(self) -> np.ndarray:
+        return np.array(self.env.raw_obs["robot0_eef_pos"])
+
+    def _target_info(self) -> tuple[np.ndarray, float]:
+        """(xy centre, top z) of the place target: an object, or a BDDL region site."""
+        if self.target in self.env.robosuite_env.obj_body_id:
+            t = gt.object_info(self.env, self.target)
+            return t.center[:2], float(t.aabb_max[2])
+        pos = gt.site_position(self.env, self.target)
+        return pos[:2], float(pos[2])
+
+    def _grasp_point(self) -> np.ndarray:
+        """Where the grip site goes to grasp: the rim of a wide object (bowls, plates), the top
+        part of a narrow one. The fingers close along world y."""
+        o = gt.object_info(self.env, self.obj)
+        c, size = o.center, o.size
+        depth = min(0.025, 0.5 * size[2])
+        if size[1] > 0.07:  # wider than the open gripper: take the wall nearest the robot's side
+            rim = 0.5 * size[1] - 0.012
+            return np.array([c[0], c[1] - rim, o.aabb_max[2] - depth])
+        return np.array([c[0], c[1], o.aabb_max[2] - depth])
+
+    # -- plan -------------------------------------------------------------------------------
+    def reset(self) -> None:
+        env = self.env
+        self.R0 = T.quat2mat(env.raw_obs["robot0_eef_quat"])  # keep the start orientation
+        grasp = self._grasp_point()
+        obj = gt.object_info(env, self.obj)
+        obj_height = float(obj.size[2])
+        below_grip = grasp[2] - obj.aabb_min[2]  # object bottom sits this far below the grip site
+        _, target_top = self._target_info()
+        carry_z = max(grasp[2], target_top + below_grip) + 0.12
+        offset = {}  # grip-site minus object-centre, measured once grasped
+
+        def above_grasp():
+            g = self._grasp_point()
+            return np.array([g[0], g[1], max(g[2] + 0.10, min(carry_z, g[2] + 0.2))])
+
+        def at_grasp():
+            return self._grasp_point()
+
+        def lifted():
+            offset.setdefault("v", self._eef() - gt.object_info(env, self.obj).center)
+            return np.array([self.grasp_xy[0], self.grasp_xy[1], carry_z])
+
+        def above_place():
+            xy, _ = self._target_info()
+            return np.array([*(xy + offset["v"][:2]), carry_z])
+
+        def at_place():
+            xy, top = self._target_info()
+            return np.array([*(xy + offset["v"][:2]), top + below_grip + 0.015])
+
+        def retreat():
+            p = self._eef()
+            return np.array([p[0], p[1], carry_z])
+
+        def here():
+            return self._eef()
+
+        self.phases = [
+            Phase("approach", above_grasp, OPEN, tol=0.01, max_steps=100),
+            Phase("descend", at_grasp, OPEN, tol=0.006, max_steps=60),
+            Phase("close", at_grasp, CLOSE, tol=1.0, min_steps=12, max_steps=12),
+            Phase("lift", lifted, CLOSE, tol=0.02, max_steps=60),
+            Phase("carry", above_place, CLOSE, tol=0.01, max_steps=100),
+            Phase("lower", at_place, CLOSE, tol=0.008, max_steps=60),
+            Phase("release", here, OPEN, tol=1.0, min_steps=10, max_steps=10),
+            Phase("retreat", retreat, OPEN, tol=0.02, max_steps=40),
+        ]
+        self.phase_index, self.phase_steps = 0, 0
+        self.grasp_xy = grasp[:2]
+
+    @property
+    def phase(self) -> str:
+        return self.phases[self.phase_index].name if self.phase_index < len(self.phases) else "done"
+
+    def act(self, obs=None) -> np.ndarray:
+        """Next action; call reset() after env.reset()."""
+        if self.phase_index >= len(self.phases):
+            return np.array([0, 0, 0, 0, 0, 0, OPEN], np.float32)
+        ph = self.phases[self.phase_index]
+        target = ph.target()
+        err = target - self._eef()
+        self.phase_steps += 1
+        if (np.linalg.norm(err) < ph.tol and self.phase_steps >= ph.min_steps) or self.phase_steps >= ph.max_steps:
+            if ph.name == "descend":
+                self.grasp_xy = self._eef()[:2]
+            self.phase_index += 1
+            self.phase_steps = 0
+        pos = np.clip(self.gain * err, -1.0, 1.0)
+        R = T.quat2mat(self.env.raw_obs["robot0_eef_quat"])
+        rot = np.clip(T.quat2axisangle(T.mat2quat(self.R0 @ R.T)) / ROT_SCALE, -1.0, 1.0)
+        return np.concatenate([pos, rot, [ph.gripper]]).astype(np.float32)
+
+
+def make_expert(env: LiberoEnv) -> PickPlaceExpert:
+    return PickPlaceExpert(env)
+
+
+def run_expert_episode(env: LiberoEnv, init_state_index: int | None = None, seed: int | None = None,
+                       record: bool = False):
+    """Run one episode; returns (success, steps, frames) with frames a list of (obs, action)."""
+    obs, _ = env.reset(seed=seed, init_state_index=init_state_index)
+    expert = make_expert(env)
+    expert.reset()
+    frames = []
+    for step in range(env.max_steps):
+        action = expert.act(obs)
+        if record:
+            frames.append((obs, action))
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            return bool(info["success"]), step + 1, frames
+    return False, env.max_steps, frames

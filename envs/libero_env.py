@@ -1,0 +1,186 @@
+"""A LIBERO task as a gymnasium env producing the observation dict of the design.
+
+obs = {"images": {camera: uint8[H, W, 3] upright}, "state": float32[8], "instruction": str}
+state = eef position (3) + eef axis-angle (3) + gripper joint positions (2), LeRobot's LIBERO layout.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import gymnasium as gym
+import numpy as np
+
+from .suites import CAMERAS, Suite, get_suite
+
+# OpenVLA's "dummy action" for the wait steps: no motion, gripper open.
+NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)
+
+
+def quat_xyzw_to_axis_angle(q: np.ndarray) -> np.ndarray:
+    """Axis-angle (axis * angle) of a unit quaternion (x, y, z, w), robosuite's convention."""
+    q = np.asarray(q, dtype=np.float64)
+    w = np.clip(q[3], -1.0, 1.0)
+    s = np.sqrt(1.0 - w * w)
+    if s < 1e-8:
+        return np.zeros(3)
+    return q[:3] * (2.0 * np.arccos(w)) / s
+
+
+def _no_multisampling(xml: str) -> str:
+    """Set <visual><quality offsamples="0"/> in a MuJoCo model: no offscreen multi-sampling."""
+    root = ET.fromstring(xml)
+    visual = root.find("visual")
+    if visual is None:
+        visual = ET.SubElement(root, "visual")
+    quality = visual.find("quality")
+    if quality is None:
+        quality = ET.SubElement(visual, "quality")
+    quality.set("offsamples", "0")
+    return ET.tostring(root, encoding="unicode")
+
+
+class LiberoEnv(gym.Env):
+    """One LIBERO task. `reset(init_state_index=i)` starts from the suite's fixed init state i
+    (the evaluation protocol); `init_state_index=None` samples a fresh layout from LIBERO's own
+    placement sampler (seeded by `seed`), which is how demonstrations avoid the test states."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(
+        self,
+        suite: str | Suite = "libero_spatial",
+        task_index: int = 0,
+        cameras: tuple[str, ...] | list[str] = CAMERAS,
+        resolution: int = 128,
+        fast_render: bool = False,
+        max_steps: int | None = None,
+        num_wait_steps: int | None = None,
+        camera_obs: bool = True,
+        depth: bool = False,
+    ):
+        self.suite = get_suite(suite) if isinstance(suite, str) else suite
+        self.task = self.suite.task(task_index)
+        self.cameras = tuple(cameras) if camera_obs else ()
+        if camera_obs and not self.cameras:
+            raise ValueError("cameras is empty; pass camera_obs=False for a physics-only env")
+        if not isinstance(resolution, int) or not 16 <= resolution <= 1024:
+            raise ValueError(f"resolution must be an int in 16..1024, got {resolution!r}")
+        self.resolution = resolution
+        self.fast_render = fast_render
+        self.depth = depth
+        self.max_steps = self.suite.max_steps if max_steps is None else int(max_steps)
+        self.num_wait_steps = self.suite.num_wait_steps if num_wait_steps is None else int(num_wait_steps)
+
+        from libero.libero.envs import OffScreenRenderEnv
+        from libero.libero.envs.env_wrapper import ControlEnv
+
+        kwargs = dict(bddl_file_name=str(self.task.bddl_file), control_freq=self.suite.control_freq)
+        if camera_obs:
+            self._check_cameras()
+            self._env = OffScreenRenderEnv(
+                **kwargs, camera_names=list(self.cameras), camera_heights=resolution,
+                camera_widths=resolution, camera_depths=depth,
+            )
+        else:
+            self._env = ControlEnv(**kwargs, use_camera_obs=False, has_offscreen_renderer=False)
+        if fast_render and camera_obs:
+            self._env.env.set_xml_processor(_no_multisampling)
+
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(7,), dtype=np.float32)
+        image = gym.spaces.Box(0, 255, shape=(resolution, resolution, 3), dtype=np.uint8)
+        self.observation_space = gym.spaces.Dict({
+            "images": gym.spaces.Dict({c: image for c in self.cameras}),
+            "state": gym.spaces.Box(-np.inf, np.inf, shape=(8,), dtype=np.float32),
+            "instruction": gym.spaces.Text(max_length=512),
+        })
+        self._raw: dict = {}
+        self._steps = 0
+        self._needs_reset = True
+
+    def _check_cameras(self) -> None:
+        from libero.libero.envs import bddl_utils  # noqa: F401  (cameras are fixed per scene family)
+
+        known = {"agentview", "robot0_eye_in_hand", "frontview", "birdview", "sideview", "galleryview",
+                 "robot0_robotview", "paperview"}
+        unknown = [c for c in self.cameras if c not in known]
+        if unknown:
+            raise ValueError(f"unknown camera(s) {unknown}; LIBERO scenes have {sorted(known)}")
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def instruction(self) -> str:
+        return self.task.instruction
+
+    @property
+    def sim(self):
+        """The robosuite MjSim (ground truth lives here; see envs.ground_truth)."""
+        return self._env.sim
+
+    @property
+    def robosuite_env(self):
+        return self._env.env
+
+    @property
+    def raw_obs(self) -> dict:
+        """The last raw robosuite observation (images bottom-up, as the simulator renders)."""
+        return self._raw
+
+    # -- gymnasium API ----------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None, init_state_index: int | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        init_state_index = options.get("init_state_index", init_state_index)
+        if seed is not None:
+            self._env.seed(int(seed))  # LIBERO seeds numpy's global RNG for its placement sampler
+        raw = self._env.reset()
+        if init_state_index is not None:
+            states = self.suite.init_states(self.task.index)
+            if not isinstance(init_state_index, (int, np.integer)) or not 0 <= init_state_index < len(states):
+                raise ValueError(f"init_state_index {init_state_index!r} out of range 0..{len(states) - 1}")
+            raw = self._env.set_init_state(states[int(init_state_index)])
+        if self.fast_render and self.cameras:
+            import mujoco
+
+            ctx = self.sim._render_context_offscreen
+            ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        for _ in range(self.num_wait_steps):
+            raw, _, _, _ = self._env.step(NOOP_ACTION)
+        self._raw, self._steps, self._needs_reset = raw, 0, False
+        return self._observation(raw), {"success": bool(self._env.check_success()), "init_state_index": init_state_index}
+
+    def step(self, action):
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step() (the episode ended or never started)")
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != (7,) or not np.all(np.isfinite(a)):
+            raise ValueError(f"action must be 7 finite numbers (dx, dy, dz, droll, dpitch, dyaw, gripper), got {action!r}")
+        raw, _, _, _ = self._env.step(np.clip(a, -1.0, 1.0))
+        self._raw = raw
+        self._steps += 1
+        success = bool(self._env.check_success())
+        truncated = self._steps >= self.max_steps and not success
+        self._needs_reset = success or truncated
+        return self._observation(raw), float(success), success, truncated, {"success": success, "steps": self._steps}
+
+    def render(self) -> np.ndarray:
+        if not self.cameras:
+            raise RuntimeError("this env was built with camera_obs=False")
+        return self._observation(self._raw)["images"][self.cameras[0]]
+
+    def close(self):
+        if getattr(self, "_env", None) is not None:
+            self._env.close()
+            self._env = None
+
+    # -- observation ------------------------------------------------------------------------
+    def state(self, raw: dict | None = None) -> np.ndarray:
+        raw = self._raw if raw is None else raw
+        return np.concatenate([
+            raw["robot0_eef_pos"], quat_xyzw_to_axis_angle(raw["robot0_eef_quat"]), raw["robot0_gripper_qpos"],
+        ]).astype(np.float32)
+
+    def _observation(self, raw: dict) -> dict:
+        # MuJoCo renders with the origin at the bottom-left: flip rows to get upright images.
+        images = {c: np.ascontiguousarray(raw[f"{c}_image"][::-1]) for c in self.cameras}
+        return {"images": images, "state": self.state(raw), "instruction": self.task.instruction}

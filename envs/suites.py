@@ -1,0 +1,106 @@
+"""LIBERO suites: tasks, instructions, BDDL files, init states and the evaluation protocol.
+
+`import libero.libero` asks on stdin for a config file unless one exists, so `libero_root()`
+writes it first (into $LIBERO_CONFIG_PATH, by default a folder of ours) and every import of
+libero in this package goes through it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+# OpenVLA / openpi evaluation protocol: policy steps per episode after the wait steps.
+MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
+NUM_WAIT_STEPS = 10
+INIT_STATES_PER_TASK = 50
+CONTROL_FREQ = 20
+CAMERAS = ("agentview", "robot0_eye_in_hand")
+
+
+@functools.cache
+def libero_root() -> Path:
+    """Path of the installed `libero/libero` folder, after making sure its config file exists."""
+    spec = importlib.util.find_spec("libero")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the `libero` package is not installed: run ./install.sh")
+    root = Path(spec.origin).parent / "libero"
+    if not (root / "assets").exists():
+        raise RuntimeError(f"LIBERO assets are missing at {root / 'assets'}: run ./install.sh")
+    config_dir = Path(os.environ.setdefault("LIBERO_CONFIG_PATH", str(Path.home() / ".cache" / "vla" / "libero")))
+    paths = {
+        "benchmark_root": str(root),
+        "bddl_files": str(root / "bddl_files"),
+        "init_states": str(root / "init_files"),
+        "datasets": str(root.parent / "datasets"),
+        "assets": str(root / "assets"),
+    }
+    config_file = config_dir / "config.yaml"
+    if not config_file.exists() or yaml.safe_load(config_file.read_text()) != paths:
+        config_dir.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(yaml.safe_dump(paths))
+    return root
+
+
+@dataclass(frozen=True)
+class Task:
+    suite: str
+    index: int
+    name: str
+    instruction: str
+    bddl_file: Path
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    tasks: tuple[Task, ...]
+    max_steps: int
+    num_wait_steps: int = NUM_WAIT_STEPS
+    init_states_per_task: int = INIT_STATES_PER_TASK
+    control_freq: int = CONTROL_FREQ
+    cameras: tuple[str, ...] = field(default=CAMERAS)
+
+    def task(self, index: int) -> Task:
+        if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.tasks):
+            raise ValueError(f"task index {index!r} is out of range for {self.name} (0..{len(self.tasks) - 1})")
+        return self.tasks[int(index)]
+
+    def init_states(self, task_index: int) -> np.ndarray:
+        """The fixed initial MuJoCo states of a task, float64 [50, state_dim]."""
+        return _init_states(self.name, self.task(task_index).index)
+
+
+def suite_names() -> list[str]:
+    return list(MAX_STEPS)
+
+
+@functools.cache
+def get_suite(name: str) -> Suite:
+    if name not in MAX_STEPS:
+        raise ValueError(f"unknown suite {name!r}; expected one of {suite_names()}")
+    root = libero_root()
+    from libero.libero.benchmark import get_benchmark
+
+    bench = get_benchmark(name)()
+    tasks = tuple(
+        Task(name, i, t.name, t.language, root / "bddl_files" / t.problem_folder / t.bddl_file)
+        for i, t in enumerate(bench.tasks)
+    )
+    return Suite(name=name, tasks=tasks, max_steps=MAX_STEPS[name])
+
+
+@functools.cache
+def _init_states(suite: str, task_index: int) -> np.ndarray:
+    libero_root()
+    from libero.libero.benchmark import get_benchmark
+
+    states = np.asarray(get_benchmark(suite)().get_task_init_states(task_index), dtype=np.float64)
+    states.flags.writeable = False
+    return states
