@@ -68,21 +68,52 @@ class PickPlaceExpert:
         pos = gt.site_position(self.env, self.target)
         return pos[:2], float(pos[2])
 
-    def _grasp_point(self) -> np.ndarray:
-        """Where the grip site goes to grasp: the rim of a wide object (bowls, plates), the top
-        part of a narrow one. The fingers close along world y."""
+    def _grasp_candidates(self) -> list[tuple[np.ndarray, float]]:
+        """(grip-site position, gripper yaw) options. Yaw 0 closes the fingers along world y.
+
+        A wide object (bowl, plate) is taken by its wall: one option per side. A narrow one is
+        taken from above across its narrower horizontal axis."""
         o = gt.object_info(self.env, self.obj)
         c, size = o.center, o.size
-        depth = min(0.025, 0.5 * size[2])
-        if size[1] > 0.07:  # wider than the open gripper: take the wall nearest the robot's side
-            rim = 0.5 * size[1] - 0.012
-            return np.array([c[0], c[1] - rim, o.aabb_max[2] - depth])
-        return np.array([c[0], c[1], o.aabb_max[2] - depth])
+        z = o.aabb_max[2] - min(0.025, 0.5 * size[2])
+        if min(size[0], size[1]) > 0.07:
+            rim = 0.5 * min(size[0], size[1]) - 0.012
+            return [(np.array([c[0], c[1] - rim, z]), 0.0), (np.array([c[0], c[1] + rim, z]), 0.0),
+                    (np.array([c[0] - rim, c[1], z]), np.pi / 2), (np.array([c[0] + rim, c[1], z]), np.pi / 2)]
+        narrow = gt.narrow_axis(self.env, self.obj)
+        yaw = (np.arctan2(narrow[1], narrow[0]) - np.pi / 2 + np.pi / 2) % np.pi - np.pi / 2
+        return [(np.array([c[0], c[1], z]), float(yaw))]
+
+    def _clearance(self, grasp: np.ndarray, yaw: float) -> float:
+        """Distance from the open fingertips to the nearest other object that stands above them."""
+        across = np.array([-np.sin(yaw), np.cos(yaw)])  # finger closing direction in xy
+        tips = [grasp[:2] + s * 0.045 * across for s in (-1, 1)]
+        best = np.inf
+        for name, info in gt.all_objects(self.env).items():
+            if name == self.obj or info.aabb_max[2] < grasp[2] - 0.01:
+                continue
+            for p in tips:
+                d = np.maximum(np.maximum(info.aabb_min[:2] - p, p - info.aabb_max[:2]), 0)
+                best = min(best, float(np.linalg.norm(d)))
+        return best
+
+    def _choose_grasp(self) -> None:
+        options = self._grasp_candidates()
+        # prefer the default yaw and the robot-side wall unless another option has clearly more room
+        scores = [min(self._clearance(g, yaw), 0.05) - 0.01 * i for i, (g, yaw) in enumerate(options)]
+        i = int(np.argmax(scores))
+        o = gt.object_info(self.env, self.obj)
+        self.grasp_offset, self.yaw = options[i][0] - o.center, options[i][1]
+
+    def _grasp_point(self) -> np.ndarray:
+        return gt.object_info(self.env, self.obj).center + self.grasp_offset
 
     # -- plan -------------------------------------------------------------------------------
     def reset(self) -> None:
         env = self.env
-        self.R0 = T.quat2mat(env.raw_obs["robot0_eef_quat"])  # keep the start orientation
+        self._choose_grasp()
+        # the start orientation (pointing down), turned about world z to the grasp yaw
+        self.R_goal = _rot_z(self.yaw) @ T.quat2mat(env.raw_obs["robot0_eef_quat"])
         grasp = self._grasp_point()
         obj = gt.object_info(env, self.obj)
         obj_height = float(obj.size[2])
@@ -119,7 +150,7 @@ class PickPlaceExpert:
 
         self.phases = [
             Phase("approach", above_grasp, OPEN, tol=0.01, max_steps=100),
-            Phase("descend", at_grasp, OPEN, tol=0.006, max_steps=60),
+            Phase("descend", at_grasp, OPEN, tol=0.01, max_steps=60),
             Phase("close", at_grasp, CLOSE, tol=1.0, min_steps=12, max_steps=12),
             Phase("lift", lifted, CLOSE, tol=0.02, max_steps=60),
             Phase("carry", above_place, CLOSE, tol=0.01, max_steps=100),
@@ -149,7 +180,7 @@ class PickPlaceExpert:
             self.phase_steps = 0
         pos = np.clip(self.gain * err, -1.0, 1.0)
         R = T.quat2mat(self.env.raw_obs["robot0_eef_quat"])
-        rot = np.clip(T.quat2axisangle(T.mat2quat(self.R0 @ R.T)) / ROT_SCALE, -1.0, 1.0)
+        rot = np.clip(T.quat2axisangle(T.mat2quat(self.R_goal @ R.T)) / ROT_SCALE, -1.0, 1.0)
         return np.concatenate([pos, rot, [ph.gripper]]).astype(np.float32)
 
 

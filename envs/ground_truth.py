@@ -69,6 +69,17 @@ def object_info(env, name: str) -> ObjectInfo:
     return ObjectInfo(name, pos, np.array(data.xquat[body]), lo, hi, name in rs.fixtures_dict)
 
 
+def narrow_axis(env, name: str) -> np.ndarray:
+    """Unit xy direction across which an object is narrowest (principal axes of its footprint)."""
+    rs = env.robosuite_env
+    model, data = env.sim.model._model, env.sim.data._data
+    geoms = _subtree_geoms(model, rs.obj_body_id[name])
+    xy = _geom_corners(model, data, geoms)[:, :2]
+    xy = xy - xy.mean(0)
+    _, vecs = np.linalg.eigh(xy.T @ xy)
+    return vecs[:, 0]  # smallest spread
+
+
 def all_objects(env) -> dict[str, ObjectInfo]:
     return {n: object_info(env, n) for n in object_names(env)}
 

@@ -1,0 +1,131 @@
+"""Collect scripted-expert demonstrations into a LeRobotDataset v3.0 folder.
+
+python -m vla.collect suite=libero_spatial episodes_per_task=2 cameras=[agentview,robot0_eye_in_hand] resolution=128
+
+Only successful episodes are kept; no-op steps are dropped. Resumable: rerunning the same
+command continues where a killed run stopped, with no duplicate or half-written episode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from .lerobot_format import LeRobotWriter, image_feature, vector_feature
+
+STATE_NAMES = ["eef_x", "eef_y", "eef_z", "eef_ax", "eef_ay", "eef_az", "gripper_left", "gripper_right"]
+ACTION_NAMES = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
+
+
+def dataset_features(cameras: list[str], resolution: int) -> dict:
+    feats = {f"observation.images.{c}": image_feature(resolution, resolution) for c in cameras}
+    feats["observation.state"] = vector_feature(STATE_NAMES)
+    feats["action"] = vector_feature(ACTION_NAMES)
+    return feats
+
+
+def is_noop(action: np.ndarray, prev_action: np.ndarray | None) -> bool:
+    """No motion and no gripper change: OpenVLA drops these from LIBERO demonstrations."""
+    return prev_action is not None and np.linalg.norm(action[:6]) < 1e-4 and action[6] == prev_action[6]
+
+
+def record_episode(env, expert, seed: int, init_state_index: int | None):
+    """Run the expert once; returns (success, frames dict) with no-op steps removed."""
+    obs, _ = env.reset(seed=seed, init_state_index=init_state_index)
+    expert.reset()
+    images = {c: [] for c in env.cameras}
+    states, actions, prev = [], [], None
+    info = {"success": False}
+    for _ in range(env.max_steps):
+        action = expert.act(obs)
+        if not is_noop(action, prev):
+            for c in env.cameras:
+                images[c].append(obs["images"][c])
+            states.append(obs["state"])
+            actions.append(action)
+        prev = action
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    frames = {f"observation.images.{c}": np.stack(v) for c, v in images.items()}
+    frames["observation.state"] = np.stack(states)
+    frames["action"] = np.stack(actions).astype(np.float32)
+    return bool(info["success"]), frames
+
+
+class _Attempts:
+    """Per-task attempt counters, saved before each attempt so a resumed run never replays a seed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.counts = json.loads(path.read_text()) if path.exists() else {}
+
+    def start(self, task: int) -> int:
+        n = self.counts.get(str(task), 0)
+        self.counts[str(task)] = n + 1
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.counts))
+        os.replace(tmp, self.path)
+        return n
+
+
+def collect(cfg: DictConfig) -> Path:
+    from envs.experts import make_expert
+    from envs.libero_env import LiberoEnv
+    from envs.suites import get_suite
+
+    suite = get_suite(cfg.suite.name)
+    tasks = list(range(len(suite.tasks))) if cfg.tasks is None else [suite.task(t).index for t in cfg.tasks]
+    if cfg.layouts not in ("random", "fixed"):
+        raise ValueError(f"layouts must be 'random' or 'fixed', got {cfg.layouts!r}")
+    out = Path(cfg.out)
+    writer = LeRobotWriter(out, fps=suite.control_freq, features=dataset_features(list(cfg.cameras), cfg.resolution))
+    attempts = _Attempts(out / "meta" / "vla_collect_attempts.json")
+    have = {t: sum(suite.tasks[t].instruction in e["tasks"] for e in writer.episodes) for t in tasks}
+    want = cfg.episodes_per_task
+    bar = tqdm(total=len(tasks) * want, initial=sum(min(h, want) for h in have.values()), desc=f"collect {suite.name}", unit="ep")
+    tried = succeeded = 0
+    t0 = time.time()
+    for t in tasks:
+        if have[t] >= want:
+            continue
+        env = LiberoEnv(suite, t, cameras=list(cfg.cameras), resolution=cfg.resolution, fast_render=cfg.fast_render)
+        expert = make_expert(env)
+        budget = want * cfg.max_attempts_per_episode
+        while have[t] < want:
+            n = attempts.start(t)
+            if n >= budget:
+                tqdm.write(f"task {t}: gave up after {n} attempts with {have[t]}/{want} successful episodes")
+                break
+            seed = cfg.seed * 1_000_003 + t * 10_007 + n
+            init = None if cfg.layouts == "random" else n % suite.init_states_per_task
+            success, frames = record_episode(env, expert, seed=seed, init_state_index=init)
+            tried += 1
+            if success:
+                succeeded += 1
+                writer.add_episode(frames, task=suite.tasks[t].instruction)
+                have[t] += 1
+                bar.update(1)
+            bar.set_postfix(success=f"{succeeded}/{tried}", eps_per_s=f"{succeeded / (time.time() - t0):.3f}")
+        env.close()
+    bar.close()
+    print(f"dataset: {out} ({writer.num_episodes} episodes, {writer.num_frames} frames)")
+    return out
+
+
+@hydra.main(config_path="../configs", config_name="collect", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    print(OmegaConf.to_yaml(cfg, resolve=True))
+    collect(cfg)
+
+
+if __name__ == "__main__":
+    main()

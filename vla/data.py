@@ -1,0 +1,168 @@
+"""Training samples from a LeRobotDataset v3.0 folder (ours from vla.collect, or the Hub's).
+
+sample = {"images": {camera: uint8[H, W, 3]}, "state": float32[S], "action": float32[H, A],
+          "action_is_pad": bool[H], "task": str, "episode_index": int, "frame_index": int}
+Action chunks follow LeRobot's delta_timestamps rule: steps past the episode end repeat the last
+action and are flagged in action_is_pad.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+from .lerobot_format import DATA_PATH, VIDEO_PATH, DatasetError, column_to_numpy, read_tasks
+
+IMAGE_PREFIX = "observation.images."
+
+
+def load_info(root: str | Path) -> dict:
+    """meta/info.json of a v3.0 dataset, checked for what training needs; DatasetError otherwise."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder not found: {root}")
+    path = root / "meta" / "info.json"
+    if not path.is_file():
+        raise DatasetError(f"{root} is not a LeRobot dataset: meta/info.json is missing")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path} is not valid JSON: {e}") from None
+    version = str(info.get("codebase_version", "?"))
+    if not version.startswith("v3"):
+        raise DatasetError(f"{root} is LeRobot format {version}; this reader needs v3.0 (convert it with lerobot's v2.1->v3.0 script)")
+    feats = info.get("features", {})
+    for key in ("action", "observation.state"):
+        if key not in feats:
+            raise DatasetError(f"{path}: feature {key!r} is missing (features: {sorted(feats)})")
+        if len(feats[key]["shape"]) != 1:
+            raise DatasetError(f"{path}: feature {key!r} must be a vector, has shape {feats[key]['shape']}")
+    if not any(k.startswith(IMAGE_PREFIX) for k in feats):
+        raise DatasetError(f"{path}: no camera features ({IMAGE_PREFIX}<camera>)")
+    return info
+
+
+class LeRobotDataset:
+    """Frames of a v3.0 dataset with action chunks of `action_horizon` steps.
+
+    cameras: which `observation.images.<camera>` to return (default: all, in info.json order).
+    """
+
+    def __init__(self, root: str | Path, action_horizon: int = 1, cameras: list[str] | None = None):
+        self.root = Path(root)
+        self.info = load_info(self.root)
+        feats = self.info["features"]
+        available = [k[len(IMAGE_PREFIX):] for k in feats if k.startswith(IMAGE_PREFIX)]
+        self.cameras = list(cameras) if cameras is not None else available
+        unknown = [c for c in self.cameras if c not in available]
+        if unknown:
+            raise DatasetError(f"{self.root}: camera(s) {unknown} not in the dataset (it has {available})")
+        if action_horizon < 1:
+            raise ValueError(f"action_horizon must be >= 1, got {action_horizon}")
+        self.action_horizon = action_horizon
+        self.fps = int(self.info["fps"])
+        self.tasks = read_tasks(self.root)
+        episode_files = sorted((self.root / "meta" / "episodes").rglob("*.parquet"))
+        if not episode_files:
+            raise DatasetError(f"{self.root}: meta/episodes/ has no parquet files")
+        self.episodes = [row for f in episode_files for row in pq.read_table(
+            f, columns=[c for c in pq.read_schema(f).names if not c.startswith("stats/")]).to_pylist()]
+        self.episodes.sort(key=lambda e: e["episode_index"])
+        self._load_frames(feats)
+
+    def _load_frames(self, feats: dict) -> None:
+        files = sorted({(e["data/chunk_index"], e["data/file_index"]) for e in self.episodes})
+        numeric = ["action", "observation.state", "episode_index", "frame_index", "index", "task_index"]
+        self._image_cols = {c: [] for c in self.cameras if feats[IMAGE_PREFIX + c]["dtype"] == "image"}
+        cols = {k: [] for k in numeric}
+        for chunk, file in files:
+            path = self.root / DATA_PATH.format(chunk_index=chunk, file_index=file)
+            if not path.is_file():
+                raise DatasetError(f"data file missing: {path}")
+            table = pq.read_table(path)
+            for k in [*numeric, *(IMAGE_PREFIX + c for c in self._image_cols)]:
+                if k not in table.column_names:
+                    raise DatasetError(f"{path}: column {k!r} is missing")
+            for k in numeric:
+                cols[k].append(column_to_numpy(table[k]))
+            for c in self._image_cols:
+                cols_c = table[IMAGE_PREFIX + c].combine_chunks()
+                self._image_cols[c].append(cols_c.field("bytes"))
+        arrays = {k: np.concatenate(v) for k, v in cols.items()}
+        order = np.argsort(arrays["index"], kind="stable")
+        self.actions = arrays["action"][order].astype(np.float32).reshape(len(order), -1)
+        self.states = arrays["observation.state"][order].astype(np.float32).reshape(len(order), -1)
+        for key, arr in (("action", self.actions), ("observation.state", self.states)):
+            want = tuple(feats[key]["shape"])
+            if arr.shape[1:] != want:
+                raise DatasetError(f"{self.root}: {key} has shape {arr.shape[1:]} per frame, info.json says {want}")
+        self.episode_index = arrays["episode_index"][order].astype(np.int64)
+        self.frame_index = arrays["frame_index"][order].astype(np.int64)
+        self.task_index = arrays["task_index"][order].astype(np.int64)
+        self._image_order = order
+        self._image_bytes = {c: [b for chunk in v for b in chunk.to_pylist()] for c, v in self._image_cols.items()}
+        if len(self.actions) != self.info["total_frames"]:
+            raise DatasetError(f"{self.root}: {len(self.actions)} frames in data/, info.json says {self.info['total_frames']}")
+        ends = {e["episode_index"]: (e["dataset_from_index"], e["dataset_to_index"]) for e in self.episodes}
+        self._ep_bounds = np.array([ends[int(e)] for e in self.episode_index]).reshape(-1, 2)
+        self._video_cache: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def _image(self, camera: str, i: int) -> np.ndarray:
+        if camera in self._image_bytes:
+            return np.asarray(Image.open(io.BytesIO(self._image_bytes[camera][self._image_order[i]])).convert("RGB"))
+        return self._video_frame(camera, i)
+
+    def _video_frame(self, camera: str, i: int) -> np.ndarray:
+        """Frame i of a dtype "video" camera, decoding (and caching) its episode's segment."""
+        import av
+
+        ep = int(self.episode_index[i])
+        key = IMAGE_PREFIX + camera
+        if (camera, ep) not in self._video_cache:
+            row = next(e for e in self.episodes if e["episode_index"] == ep)
+            path = self.root / VIDEO_PATH.format(video_key=key, chunk_index=row[f"videos/{key}/chunk_index"],
+                                                 file_index=row[f"videos/{key}/file_index"])
+            if not path.is_file():
+                raise DatasetError(f"video file missing: {path}")
+            t0, t1 = row[f"videos/{key}/from_timestamp"], row[f"videos/{key}/to_timestamp"]
+            with av.open(str(path)) as container:
+                frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)
+                          if t0 - 1e-4 <= f.time < t1 - 1e-4]
+            self._video_cache = {(camera, ep): frames}  # one episode at a time: training reads in order
+        frames = self._video_cache[(camera, ep)]
+        return frames[min(int(self.frame_index[i]), len(frames) - 1)]
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"frame {i} out of range (dataset has {len(self)} frames)")
+        i = int(i) % len(self)
+        start, end = self._ep_bounds[i]
+        steps = i + np.arange(self.action_horizon)
+        pad = steps >= end
+        return {
+            "images": {c: self._image(c, i) for c in self.cameras},
+            "state": self.states[i],
+            "action": self.actions[np.minimum(steps, end - 1)],
+            "action_is_pad": pad,
+            "task": self.tasks[int(self.task_index[i])],
+            "episode_index": int(self.episode_index[i]),
+            "frame_index": int(self.frame_index[i]),
+        }
+
+    def episode_frames(self, episode_index: int) -> dict:
+        """All frames of one episode: images [T, H, W, 3] per camera, state [T, S], action [T, A]."""
+        idx = np.flatnonzero(self.episode_index == episode_index)
+        if len(idx) == 0:
+            raise ValueError(f"episode {episode_index} not in the dataset")
+        return {
+            "images": {c: np.stack([self._image(c, int(i)) for i in idx]) for c in self.cameras},
+            "state": self.states[idx], "action": self.actions[idx],
+        }
