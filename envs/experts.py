@@ -84,23 +84,18 @@ class PickPlaceExpert:
         yaw = (np.arctan2(narrow[1], narrow[0]) - np.pi / 2 + np.pi / 2) % np.pi - np.pi / 2
         return [(np.array([c[0], c[1], z]), float(yaw))]
 
-    def _clearance(self, grasp: np.ndarray, yaw: float) -> float:
-        """Distance from the open fingertips to the nearest other object that stands above them."""
-        across = np.array([-np.sin(yaw), np.cos(yaw)])  # finger closing direction in xy
-        tips = [grasp[:2] + s * 0.045 * across for s in (-1, 1)]
-        best = np.inf
-        for name, info in gt.all_objects(self.env).items():
-            if name == self.obj or info.aabb_max[2] < grasp[2] - 0.01:
-                continue
-            for p in tips:
-                d = np.maximum(np.maximum(info.aabb_min[:2] - p, p - info.aabb_max[:2]), 0)
-                best = min(best, float(np.linalg.norm(d)))
-        return best
+    def _clearance(self, grasp: np.ndarray, yaw: float, boxes: gt.Boxes) -> float:
+        """Room around the open fingertips along the path they sweep down to the grasp."""
+        across = np.array([-np.sin(yaw), np.cos(yaw), 0.0])  # finger closing direction
+        points = np.array([grasp + s * 0.045 * across + [0, 0, dz] for s in (-1, 1) for dz in (0.0, 0.03, 0.06, 0.1)])
+        d = boxes.distance(points)
+        return float(d.min()) if d.size else np.inf
 
     def _choose_grasp(self) -> None:
         options = self._grasp_candidates()
         # prefer the default yaw and the robot-side wall unless another option has clearly more room
-        scores = [min(self._clearance(g, yaw), 0.05) - 0.01 * i for i, (g, yaw) in enumerate(options)]
+        boxes = gt.obstacle_boxes(self.env, exclude=(self.obj,))
+        scores = [min(self._clearance(g, yaw, boxes), 0.05) - 0.001 * i for i, (g, yaw) in enumerate(options)]
         i = int(np.argmax(scores))
         o = gt.object_info(self.env, self.obj)
         self.grasp_offset, self.yaw = options[i][0] - o.center, options[i][1]

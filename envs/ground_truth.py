@@ -50,6 +50,35 @@ def _geom_corners(model, data, geoms: np.ndarray) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 3))
 
 
+@dataclass(frozen=True)
+class Boxes:
+    """Oriented boxes: centres [n, 3], rotations (box-to-world) [n, 3, 3], half sizes [n, 3]."""
+
+    centers: np.ndarray
+    rotations: np.ndarray
+    half_sizes: np.ndarray
+
+    def distance(self, points: np.ndarray) -> np.ndarray:
+        """Euclidean distance [m, n] from each point [m, 3] to each box (0 inside)."""
+        local = np.einsum("nji,mnj->mni", self.rotations, points[:, None, :] - self.centers[None])
+        return np.linalg.norm(np.maximum(np.abs(local) - self.half_sizes, 0), axis=-1)
+
+
+def obstacle_boxes(env, exclude: tuple[str, ...] = ()) -> Boxes:
+    """The collision geoms of the scene as oriented boxes, except the robot's, the world body's
+    (table, floor) and those of the objects named in `exclude`."""
+    model, data = env.sim.model._model, env.sim.data._data
+    robot = np.array([model.body(b).name.startswith(("robot0", "gripper0", "mount0")) for b in range(model.nbody)])
+    keep = ((model.geom_contype != 0) | (model.geom_conaffinity != 0)) & ~robot[model.geom_bodyid]
+    keep &= model.geom_bodyid != 0
+    for name in exclude:
+        keep[_subtree_geoms(model, env.robosuite_env.obj_body_id[name])] = False
+    g = np.flatnonzero(keep)
+    rot = data.geom_xmat[g].reshape(-1, 3, 3)
+    centers = data.geom_xpos[g] + np.einsum("nij,nj->ni", rot, model.geom_aabb[g, :3])
+    return Boxes(centers, rot, model.geom_aabb[g, 3:].copy())
+
+
 def object_names(env) -> list[str]:
     """Names of the task's objects and fixtures (LIBERO's names, e.g. 'akita_black_bowl_1')."""
     return list(env.robosuite_env.obj_body_id)
