@@ -48,7 +48,7 @@ class PickPlaceExpert:
     tasks of libero_goal; other predicates raise UnsupportedTask.
     """
 
-    def __init__(self, env: LiberoEnv, gain: float = 10.0):
+    def __init__(self, env: LiberoEnv, gain: float = 20.0):
         self.env, self.gain = env, gain
         goals = env.robosuite_env.parsed_problem["goal_state"]
         if len(goals) != 1 or goals[0][0].lower() not in ("on", "in"):
@@ -87,7 +87,10 @@ class PickPlaceExpert:
     def _clearance(self, grasp: np.ndarray, yaw: float, boxes: gt.Boxes) -> float:
         """Room around the open fingertips along the path they sweep down to the grasp."""
         across = np.array([-np.sin(yaw), np.cos(yaw), 0.0])  # finger closing direction
-        points = np.array([grasp + s * 0.045 * across + [0, 0, dz] for s in (-1, 1) for dz in (0.0, 0.03, 0.06, 0.1)])
+        tips = [grasp + s * 0.045 * across + [0, 0, dz] for s in (-1, 1) for dz in (0.0, 0.03, 0.06)]
+        # the hand above the fingers is ~20 cm long along the closing direction
+        hand = [grasp + s * across + [0, 0, dz] for s in (-0.1, -0.05, 0.05, 0.1) for dz in (0.08, 0.12)]
+        points = np.array(tips + hand)
         d = boxes.distance(points)
         return float(d.min()) if d.size else np.inf
 
@@ -114,12 +117,12 @@ class PickPlaceExpert:
         obj_height = float(obj.size[2])
         below_grip = grasp[2] - obj.aabb_min[2]  # object bottom sits this far below the grip site
         _, target_top = self._target_info()
-        carry_z = max(grasp[2], target_top + below_grip) + 0.12
+        carry_z = max(grasp[2], target_top + below_grip) + 0.09
         offset = {}  # grip-site minus object-centre, measured once grasped
 
         def above_grasp():
             g = self._grasp_point()
-            return np.array([g[0], g[1], max(g[2] + 0.10, min(carry_z, g[2] + 0.2))])
+            return np.array([g[0], g[1], max(g[2] + 0.08, min(carry_z, g[2] + 0.2))])
 
         def at_grasp():
             return self._grasp_point()
@@ -146,14 +149,14 @@ class PickPlaceExpert:
         self.phases = [
             Phase("approach", above_grasp, OPEN, tol=0.01, max_steps=100),
             Phase("descend", at_grasp, OPEN, tol=0.01, max_steps=60),
-            Phase("close", at_grasp, CLOSE, tol=1.0, min_steps=12, max_steps=12),
+            Phase("close", at_grasp, CLOSE, tol=1.0, min_steps=10, max_steps=10),
             Phase("lift", lifted, CLOSE, tol=0.02, max_steps=60),
             Phase("carry", above_place, CLOSE, tol=0.01, max_steps=100),
-            Phase("lower", at_place, CLOSE, tol=0.008, max_steps=60),
-            Phase("release", here, OPEN, tol=1.0, min_steps=10, max_steps=10),
+            Phase("lower", at_place, CLOSE, tol=0.015, max_steps=60),
+            Phase("release", here, OPEN, tol=1.0, min_steps=8, max_steps=8),
             Phase("retreat", retreat, OPEN, tol=0.02, max_steps=40),
         ]
-        self.phase_index, self.phase_steps = 0, 0
+        self.phase_index, self.phase_steps, self._trail = 0, 0, []
         self.grasp_xy = grasp[:2]
 
     @property
@@ -168,7 +171,12 @@ class PickPlaceExpert:
         target = ph.target()
         err = target - self._eef()
         self.phase_steps += 1
-        if (np.linalg.norm(err) < ph.tol and self.phase_steps >= ph.min_steps) or self.phase_steps >= ph.max_steps:
+        self._trail.append(self._eef())
+        stalled = (len(self._trail) > 10 and np.linalg.norm(self._trail[-1] - self._trail[-11]) < 0.002
+                   and np.linalg.norm(err) < 0.04)  # blocked just short of the target (reach, contact)
+        done = np.linalg.norm(err) < ph.tol or stalled
+        if (done and self.phase_steps >= ph.min_steps) or self.phase_steps >= ph.max_steps:
+            self._trail = []
             if ph.name == "descend":
                 self.grasp_xy = self._eef()[:2]
             self.phase_index += 1
