@@ -1,0 +1,107 @@
+"""Real LIBERO scenes in MuJoCo: registry, observation conventions, ground truth, the expert."""
+
+import numpy as np
+import pytest
+
+from envs import ground_truth as gt
+from envs.experts import UnsupportedTask, make_expert, run_expert_episode
+from envs.libero_env import LiberoEnv, quat_xyzw_to_axis_angle
+from envs.suites import MAX_STEPS, get_suite
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = LiberoEnv("libero_spatial", 0, resolution=96, fast_render=True)
+    e.reset(init_state_index=0)
+    yield e
+    e.close()
+
+
+def test_registry_has_every_suite_with_protocol_constants():
+    sizes = {"libero_spatial": 10, "libero_object": 10, "libero_goal": 10, "libero_10": 10, "libero_90": 90}
+    for name, n in sizes.items():
+        s = get_suite(name)
+        assert len(s.tasks) == n and s.max_steps == MAX_STEPS[name] and s.num_wait_steps == 10
+        assert all(t.bddl_file.is_file() for t in s.tasks)
+    states = get_suite("libero_spatial").init_states(3)
+    assert states.shape[0] == 50 and states.ndim == 2
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="unknown suite 'libero_nope'"):
+        get_suite("libero_nope")
+    with pytest.raises(ValueError, match="task index 10 is out of range"):
+        LiberoEnv("libero_spatial", 10)
+    with pytest.raises(ValueError, match=r"unknown camera\(s\) \['topview'\]"):
+        LiberoEnv("libero_spatial", 0, cameras=["agentview", "topview"])
+
+
+def test_observation_conventions(env):
+    obs, info = env.reset(init_state_index=0)
+    assert set(obs["images"]) == {"agentview", "robot0_eye_in_hand"}
+    assert obs["images"]["agentview"].shape == (96, 96, 3) and obs["images"]["agentview"].dtype == np.uint8
+    assert obs["instruction"] == env.task.instruction and info["success"] is False
+    raw = env.raw_obs
+    # upright = the simulator's bottom-up rows flipped
+    np.testing.assert_array_equal(obs["images"]["agentview"], raw["agentview_image"][::-1])
+    s = obs["state"]
+    assert s.shape == (8,) and s.dtype == np.float32
+    np.testing.assert_allclose(s[:3], raw["robot0_eef_pos"], atol=1e-6)
+    np.testing.assert_allclose(s[6:], raw["robot0_gripper_qpos"], atol=1e-6)
+    # the gripper starts pointing down: a rotation of ~pi about a horizontal axis
+    assert abs(np.linalg.norm(s[3:6]) - np.pi) < 0.2
+    np.testing.assert_allclose(quat_xyzw_to_axis_angle(np.array([0, 0, np.sin(0.5), np.cos(0.5)])), [0, 0, 1.0], atol=1e-9)
+
+
+def test_same_init_state_gives_same_scene(env):
+    bowl = lambda: gt.object_info(env, "akita_black_bowl_1").position  # noqa: E731
+    a, _ = env.reset(init_state_index=2)
+    pos_a = bowl()
+    b, _ = env.reset(init_state_index=2)
+    np.testing.assert_allclose(a["state"], b["state"], atol=1e-9)
+    np.testing.assert_allclose(bowl(), pos_a, atol=1e-9)
+    env.reset(init_state_index=3)
+    assert np.linalg.norm(bowl() - pos_a) > 0.005
+    with pytest.raises(ValueError, match="init_state_index 50 out of range"):
+        env.reset(init_state_index=50)
+
+
+def test_ground_truth_agrees_with_rendering(env):
+    env.reset(init_state_index=0)
+    plate = gt.object_info(env, "plate_1")
+    u, v = gt.project(env, "agentview", plate.center, 96, 96).round().astype(int)
+    labels, names = gt.render_segmentation(env, "agentview", 96, 96)
+    # the plate's centre projects onto plate pixels of the upright image
+    assert names[labels[v, u] - 1] == "plate_1"
+    depth = gt.render_depth(env, "agentview", 96, 96)
+    z_cam = gt.world_to_camera(env, "agentview", plate.center)[2]
+    assert abs(depth[v, u] - z_cam) < 0.03
+    K = gt.camera_intrinsics(env, "agentview", 96, 96)
+    assert K[0, 2] == 48 and K[0, 0] > 0
+    with pytest.raises(ValueError, match="unknown object 'spoon_1'"):
+        gt.object_info(env, "spoon_1")
+
+
+def test_step_validates_actions(env):
+    env.reset(init_state_index=0)
+    with pytest.raises(ValueError, match="action must be 7 finite numbers"):
+        env.step([0.0] * 6)
+    with pytest.raises(ValueError, match="action must be 7 finite numbers"):
+        env.step([np.nan] * 7)
+
+
+def test_expert_succeeds_on_spatial_tasks():
+    for task, init in ((0, 7), (4, 1)):  # on the table; inside the drawer
+        e = LiberoEnv("libero_spatial", task, camera_obs=False)
+        success, steps, _ = run_expert_episode(e, init_state_index=init)
+        e.close()
+        assert success, f"expert failed on libero_spatial task {task} init {init}"
+        assert steps < MAX_STEPS["libero_spatial"]
+
+
+def test_expert_refuses_goals_it_has_no_strategy_for():
+    e = LiberoEnv("libero_goal", 0, camera_obs=False)  # open the middle drawer
+    e.reset(init_state_index=0)
+    with pytest.raises(UnsupportedTask, match="open"):
+        make_expert(e)
+    e.close()

@@ -1,0 +1,140 @@
+"""LeRobot v3.0 writer and reader on synthetic episodes (no simulator)."""
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from action_tokenizer import ActionStats
+from vla.collect import dataset_features
+from vla.data import LeRobotDataset
+from vla.lerobot_format import DatasetError, LeRobotWriter
+
+CAMS = ["agentview", "robot0_eye_in_hand"]
+
+
+def fake_episode(rng, length, res=16):
+    frames = {f"observation.images.{c}": rng.integers(0, 256, (length, res, res, 3), dtype=np.uint8) for c in CAMS}
+    frames["observation.state"] = rng.normal(size=(length, 8)).astype(np.float32)
+    frames["action"] = rng.uniform(-1, 1, size=(length, 7)).astype(np.float32)
+    return frames
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    writer = LeRobotWriter(tmp_path / "ds", fps=20, features=dataset_features(CAMS, 16))
+    episodes = [fake_episode(rng, n) for n in (5, 9, 3)]
+    tasks = ["put the bowl on the plate", "open the drawer", "put the bowl on the plate"]
+    for ep, task in zip(episodes, tasks):
+        writer.add_episode(ep, task)
+    return tmp_path / "ds", episodes, tasks
+
+
+def test_round_trip_is_exact(dataset):
+    root, episodes, tasks = dataset
+    ds = LeRobotDataset(root)
+    assert len(ds) == 17 and ds.cameras == CAMS and ds.tasks == ["put the bowl on the plate", "open the drawer"]
+    for e, ep in enumerate(episodes):
+        back = ds.episode_frames(e)
+        np.testing.assert_array_equal(back["action"], ep["action"])
+        np.testing.assert_array_equal(back["state"], ep["observation.state"])
+        for c in CAMS:
+            np.testing.assert_array_equal(back["images"][c], ep[f"observation.images.{c}"])
+    assert ds[5]["task"] == "open the drawer" and ds[5]["episode_index"] == 1 and ds[5]["frame_index"] == 0
+
+
+def test_metadata_follows_v3(dataset):
+    root, episodes, _ = dataset
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 3 and info["total_frames"] == 17
+    assert info["features"]["observation.images.agentview"]["dtype"] == "image"
+    for key in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
+        assert key in info["features"]
+    eps = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    assert [(e["dataset_from_index"], e["dataset_to_index"]) for e in eps] == [(0, 5), (5, 14), (14, 17)]
+    stats = json.loads((root / "meta/stats.json").read_text())
+    all_actions = np.concatenate([e["action"] for e in episodes])
+    np.testing.assert_allclose(stats["action"]["q99"], np.quantile(all_actions.astype(np.float64), 0.99, axis=0), rtol=1e-6)
+    assert np.asarray(stats["observation.images.agentview"]["mean"]).shape == (3, 1, 1)
+    # the training-side statistics come from the same actions
+    s = ActionStats.from_actions(all_actions)
+    np.testing.assert_allclose(s.q01, stats["action"]["q01"], rtol=1e-5, atol=1e-6)
+
+
+def test_action_chunks_pad_past_episode_end(dataset):
+    root, episodes, _ = dataset
+    ds = LeRobotDataset(root, action_horizon=4)
+    s = ds[3]  # episode 0 has 5 frames: steps 3, 4, then two pads repeating step 4
+    np.testing.assert_array_equal(s["action"], episodes[0]["action"][[3, 4, 4, 4]])
+    assert s["action_is_pad"].tolist() == [False, False, True, True]
+    assert ds[5]["action_is_pad"].tolist() == [False] * 4
+
+
+def test_resume_drops_half_written_episode(dataset):
+    root, episodes, _ = dataset
+    # a killed run: an episode's data file landed but its metadata did not
+    shutil.copy(root / "data/chunk-000/file-002.parquet", root / "data/chunk-000/file-003.parquet")
+    (root / "data/chunk-000/file-004.parquet.tmp").write_bytes(b"partial")
+    writer = LeRobotWriter(root, fps=20, features=dataset_features(CAMS, 16))
+    assert writer.num_episodes == 3 and not (root / "data/chunk-000/file-003.parquet").exists()
+    assert not (root / "data/chunk-000/file-004.parquet.tmp").exists()
+    writer.add_episode(fake_episode(np.random.default_rng(1), 4), "open the drawer")
+    ds = LeRobotDataset(root)
+    assert len(ds) == 21 and ds.episode_frames(3)["action"].shape == (4, 7)
+    np.testing.assert_array_equal(ds.episode_frames(2)["action"], episodes[2]["action"])
+
+
+def test_writer_rejects_bad_episodes(tmp_path):
+    writer = LeRobotWriter(tmp_path / "ds", fps=20, features=dataset_features(CAMS, 16))
+    ep = fake_episode(np.random.default_rng(0), 4)
+    bad = dict(ep, action=ep["action"][:, :6])
+    with pytest.raises(DatasetError, match="'action' has shape"):
+        writer.add_episode(bad, "task")
+    with pytest.raises(DatasetError, match="missing features"):
+        writer.add_episode({k: v for k, v in ep.items() if k != "observation.state"}, "task")
+    writer.add_episode(ep, "task")
+    with pytest.raises(DatasetError, match="other features or fps"):
+        LeRobotWriter(tmp_path / "ds", fps=10, features=dataset_features(CAMS, 16))
+
+
+def test_corrupt_datasets_give_clear_errors(dataset, tmp_path):
+    root, _, _ = dataset
+    with pytest.raises(DatasetError, match="dataset folder not found"):
+        LeRobotDataset(tmp_path / "nope")
+    with pytest.raises(DatasetError, match="camera"):
+        LeRobotDataset(root, cameras=["frontview"])
+
+    broken = tmp_path / "missing_file"
+    shutil.copytree(root, broken)
+    (broken / "data/chunk-000/file-001.parquet").unlink()
+    with pytest.raises(DatasetError, match="data file missing: .*file-001.parquet"):
+        LeRobotDataset(broken)
+
+    wrong_shape = tmp_path / "wrong_shape"
+    shutil.copytree(root, wrong_shape)
+    info = json.loads((wrong_shape / "meta/info.json").read_text())
+    info["features"]["action"]["shape"] = [8]
+    (wrong_shape / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match=r"action has shape \(7,\) per frame, info.json says \(8,\)"):
+        LeRobotDataset(wrong_shape)
+
+    no_action = tmp_path / "no_action"
+    shutil.copytree(root, no_action)
+    del info["features"]["action"]
+    (no_action / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match="feature 'action' is missing"):
+        LeRobotDataset(no_action)
+
+    old = tmp_path / "old"
+    shutil.copytree(root, old)
+    info["codebase_version"] = "v2.1"
+    (old / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match="v2.1"):
+        LeRobotDataset(old)
+
+    (old / "meta/info.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="not valid JSON"):
+        LeRobotDataset(old)
