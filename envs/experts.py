@@ -42,18 +42,10 @@ def _rot_z(yaw: float) -> np.ndarray:
 
 
 class PickPlaceExpert:
-    """Pick the goal's object and put it on / in the goal's target (object or BDDL region).
+    """Pick `obj` and put it on / in `target` (an object or a BDDL region site)."""
 
-    Handles the `on` and `in` goals of libero_spatial, libero_object and the pick-and-place
-    tasks of libero_goal; other predicates raise UnsupportedTask.
-    """
-
-    def __init__(self, env: LiberoEnv, gain: float = 20.0):
-        self.env, self.gain = env, gain
-        goals = env.robosuite_env.parsed_problem["goal_state"]
-        if len(goals) != 1 or goals[0][0].lower() not in ("on", "in"):
-            raise UnsupportedTask(f"no scripted strategy for goal {goals} ({env.task.name})")
-        _, self.obj, self.target = goals[0]
+    def __init__(self, env: LiberoEnv, obj: str, target: str, gain: float = 20.0):
+        self.env, self.obj, self.target, self.gain = env, obj, target, gain
         self.phases: list[Phase] = []
 
     # -- scene queries ----------------------------------------------------------------------
@@ -187,8 +179,34 @@ class PickPlaceExpert:
         return np.concatenate([pos, rot, [ph.gripper]]).astype(np.float32)
 
 
-def make_expert(env: LiberoEnv) -> PickPlaceExpert:
-    return PickPlaceExpert(env)
+class TaskExpert:
+    """The expert for a whole BDDL goal: one pick-and-place per `on` / `in` predicate, in order
+    (the chained libero_10 goals included). Other predicates raise UnsupportedTask."""
+
+    def __init__(self, env: LiberoEnv):
+        goals = env.robosuite_env.parsed_problem["goal_state"]
+        unsupported = [g for g in goals if g[0].lower() not in ("on", "in")]
+        if unsupported:
+            raise UnsupportedTask(f"no scripted strategy for {unsupported} in {env.task.name}")
+        self.steps = [PickPlaceExpert(env, obj, target) for _, obj, target in goals]
+
+    def reset(self) -> None:
+        self.current = 0
+        self.steps[0].reset()
+
+    @property
+    def phase(self) -> str:
+        return f"{self.current}:{self.steps[self.current].phase}"
+
+    def act(self, obs=None) -> np.ndarray:
+        if self.steps[self.current].phase == "done" and self.current + 1 < len(self.steps):
+            self.current += 1
+            self.steps[self.current].reset()
+        return self.steps[self.current].act(obs)
+
+
+def make_expert(env: LiberoEnv) -> TaskExpert:
+    return TaskExpert(env)
 
 
 def run_expert_episode(env: LiberoEnv, init_state_index: int | None = None, seed: int | None = None,

@@ -13,7 +13,7 @@ def readme_commands():
 
 def test_readme_starts_with_setup_and_test_commands():
     setup, tests = readme_commands()
-    assert setup.startswith("./install.sh && ") and "vla.train" in setup
+    assert setup.startswith("./install.sh && ") and ("vla.train" in setup or "vla.collect" in setup)
     assert "pytest" in tests
 
 
