@@ -40,6 +40,16 @@ def _no_multisampling(xml: str) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+# The cameras every LIBERO scene defines (read off the MuJoCo models).
+LIBERO_CAMERAS = ("agentview", "robot0_eye_in_hand", "frontview", "birdview", "sideview", "galleryview", "robot0_robotview")
+
+
+def check_cameras(cameras) -> None:
+    unknown = [c for c in cameras if c not in LIBERO_CAMERAS]
+    if unknown:
+        raise ValueError(f"unknown camera(s) {unknown}; LIBERO scenes have {sorted(LIBERO_CAMERAS)}")
+
+
 class LiberoEnv(gym.Env):
     """One LIBERO task. `reset(init_state_index=i)` starts from the suite's fixed init state i
     (the evaluation protocol); `init_state_index=None` samples a fresh layout from LIBERO's own
@@ -77,7 +87,7 @@ class LiberoEnv(gym.Env):
 
         kwargs = dict(bddl_file_name=str(self.task.bddl_file), control_freq=self.suite.control_freq)
         if camera_obs:
-            self._check_cameras()
+            check_cameras(self.cameras)
             self._env = OffScreenRenderEnv(
                 **kwargs, camera_names=list(self.cameras), camera_heights=resolution,
                 camera_widths=resolution, camera_depths=depth,
@@ -97,15 +107,6 @@ class LiberoEnv(gym.Env):
         self._raw: dict = {}
         self._steps = 0
         self._needs_reset = True
-
-    def _check_cameras(self) -> None:
-        from libero.libero.envs import bddl_utils  # noqa: F401  (cameras are fixed per scene family)
-
-        known = {"agentview", "robot0_eye_in_hand", "frontview", "birdview", "sideview", "galleryview",
-                 "robot0_robotview", "paperview"}
-        unknown = [c for c in self.cameras if c not in known]
-        if unknown:
-            raise ValueError(f"unknown camera(s) {unknown}; LIBERO scenes have {sorted(known)}")
 
     # -- properties -------------------------------------------------------------------------
     @property

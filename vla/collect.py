@@ -79,11 +79,12 @@ class _Attempts:
 
 def collect(cfg: DictConfig) -> Path:
     from envs.experts import make_expert
-    from envs.libero_env import LiberoEnv
+    from envs.libero_env import LiberoEnv, check_cameras
     from envs.suites import get_suite
 
     suite = get_suite(cfg.suite.name)
     tasks = list(range(len(suite.tasks))) if cfg.tasks is None else [suite.task(t).index for t in cfg.tasks]
+    check_cameras(cfg.cameras)
     if cfg.layouts not in ("random", "fixed"):
         raise ValueError(f"layouts must be 'random' or 'fixed', got {cfg.layouts!r}")
     out = Path(cfg.out)
@@ -124,7 +125,10 @@ def collect(cfg: DictConfig) -> Path:
 @hydra.main(config_path="../configs", config_name="collect", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     print(OmegaConf.to_yaml(cfg, resolve=True))
-    collect(cfg)
+    try:
+        collect(cfg)
+    except ValueError as e:  # bad suite, task, camera, resolution or dataset folder: say which
+        raise SystemExit(f"vla.collect: {e}") from None
 
 
 if __name__ == "__main__":
