@@ -73,7 +73,9 @@ class PickPlaceExpert:
             return [(np.array([c[0], c[1] - rim, z]), 0.0), (np.array([c[0], c[1] + rim, z]), 0.0),
                     (np.array([c[0] - rim, c[1], z]), np.pi / 2), (np.array([c[0] + rim, c[1], z]), np.pi / 2)]
         narrow = gt.narrow_axis(self.env, self.obj)
-        yaw = (np.arctan2(narrow[1], narrow[0]) - np.pi / 2 + np.pi / 2) % np.pi - np.pi / 2
+        # turn the closing direction (world y, angle pi/2) onto the narrow axis; the gripper is
+        # symmetric, so the smallest such turn lies in [-pi/2, pi/2)
+        yaw = np.arctan2(narrow[1], narrow[0]) % np.pi - np.pi / 2
         return [(np.array([c[0], c[1], z]), float(yaw))]
 
     def _clearance(self, grasp: np.ndarray, yaw: float, boxes: gt.Boxes) -> float:
@@ -106,11 +108,10 @@ class PickPlaceExpert:
         self.R_goal = _rot_z(self.yaw) @ T.quat2mat(env.raw_obs["robot0_eef_quat"])
         grasp = self._grasp_point()
         obj = gt.object_info(env, self.obj)
-        obj_height = float(obj.size[2])
         below_grip = grasp[2] - obj.aabb_min[2]  # object bottom sits this far below the grip site
         _, target_top = self._target_info()
         carry_z = max(grasp[2], target_top + below_grip) + 0.09
-        offset = {}  # grip-site minus object-centre, measured once grasped
+        offset = {}  # grip site minus object centre, measured on the first lift step (object in hand)
 
         def above_grasp():
             g = self._grasp_point()
