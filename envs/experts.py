@@ -34,6 +34,8 @@ class Phase:
     tol: float = 0.01  # done when within tol (metres) ...
     min_steps: int = 0  # ... and at least this many steps in the phase
     max_steps: int = 80
+    rotation: Callable[[], np.ndarray] | None = None  # orientation target; None: the skill's default
+    reached: Callable[[], bool] | None = None  # a goal of its own (a joint angle), instead of tol
 
 
 def _rot_z(yaw: float) -> np.ndarray:
@@ -41,16 +43,62 @@ def _rot_z(yaw: float) -> np.ndarray:
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
 
 
-class PickPlaceExpert:
+class Skill:
+    """A sequence of phases, each a moving end-effector target (and gripper command), followed
+    with a proportional controller on position and orientation. Subclasses write `plan()`."""
+
+    def __init__(self, env: LiberoEnv, gain: float = 20.0):
+        self.env, self.gain = env, gain
+        self.phases: list[Phase] = []
+
+    def _eef(self) -> np.ndarray:
+        return np.array(self.env.raw_obs["robot0_eef_pos"])
+
+    def plan(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Plan from the current scene; call after env.reset() (or when the skill's turn comes)."""
+        self.R_down = T.quat2mat(self.env.raw_obs["robot0_eef_quat"])  # the start pose points down
+        self.R_goal = self.R_down
+        self.phases = self.plan()
+        self.phase_index, self.phase_steps, self._trail = 0, 0, []
+
+    @property
+    def phase(self) -> str:
+        return self.phases[self.phase_index].name if self.phase_index < len(self.phases) else "done"
+
+    def act(self, obs=None) -> np.ndarray:
+        if self.phase_index >= len(self.phases):
+            return np.array([0, 0, 0, 0, 0, 0, OPEN], np.float32)
+        ph = self.phases[self.phase_index]
+        err = ph.target() - self._eef()
+        R_goal = ph.rotation() if ph.rotation else self.R_goal
+        self.phase_steps += 1
+        self._trail.append(self._eef())
+        stalled = (len(self._trail) > 10 and np.linalg.norm(self._trail[-1] - self._trail[-11]) < 0.002
+                   and np.linalg.norm(err) < 0.04)  # blocked just short of the target (reach, contact)
+        done = ph.reached() if ph.reached else (np.linalg.norm(err) < ph.tol or stalled)
+        if (done and self.phase_steps >= ph.min_steps) or self.phase_steps >= ph.max_steps:
+            self._trail = []
+            self.on_phase_end(ph)
+            self.phase_index += 1
+            self.phase_steps = 0
+        pos = np.clip(self.gain * err, -1.0, 1.0)
+        R = T.quat2mat(self.env.raw_obs["robot0_eef_quat"])
+        rot = np.clip(T.quat2axisangle(T.mat2quat(R_goal @ R.T)) / ROT_SCALE, -1.0, 1.0)
+        return np.concatenate([pos, rot, [ph.gripper]]).astype(np.float32)
+
+    def on_phase_end(self, phase: Phase) -> None:
+        pass
+
+
+class PickPlace(Skill):
     """Pick `obj` and put it on / in `target` (an object or a BDDL region site)."""
 
     def __init__(self, env: LiberoEnv, obj: str, target: str, gain: float = 20.0):
-        self.env, self.obj, self.target, self.gain = env, obj, target, gain
-        self.phases: list[Phase] = []
-
-    # -- scene queries ----------------------------------------------------------------------
-    def _eef(self) -> np.ndarray:
-        return np.array(self.env.raw_obs["robot0_eef_pos"])
+        super().__init__(env, gain)
+        self.obj, self.target = obj, target
 
     def _target_info(self) -> tuple[np.ndarray, float]:
         """(xy centre, top z) of the place target: an object, or a BDDL region site."""
@@ -100,12 +148,10 @@ class PickPlaceExpert:
     def _grasp_point(self) -> np.ndarray:
         return gt.object_info(self.env, self.obj).center + self.grasp_offset
 
-    # -- plan -------------------------------------------------------------------------------
-    def reset(self) -> None:
+    def plan(self) -> list[Phase]:
         env = self.env
         self._choose_grasp()
-        # the start orientation (pointing down), turned about world z to the grasp yaw
-        self.R_goal = _rot_z(self.yaw) @ T.quat2mat(env.raw_obs["robot0_eef_quat"])
+        self.R_goal = _rot_z(self.yaw) @ self.R_down
         grasp = self._grasp_point()
         obj = gt.object_info(env, self.obj)
         below_grip = grasp[2] - obj.aabb_min[2]  # object bottom sits this far below the grip site
@@ -139,7 +185,8 @@ class PickPlaceExpert:
         def here():
             return self._eef()
 
-        self.phases = [
+        self.grasp_xy = grasp[:2]
+        return [
             Phase("approach", above_grasp, OPEN, tol=0.01, max_steps=100),
             Phase("descend", at_grasp, OPEN, tol=0.01, max_steps=60),
             Phase("close", at_grasp, CLOSE, tol=1.0, min_steps=10, max_steps=10),
@@ -149,47 +196,67 @@ class PickPlaceExpert:
             Phase("release", here, OPEN, tol=1.0, min_steps=8, max_steps=8),
             Phase("retreat", retreat, OPEN, tol=0.02, max_steps=40),
         ]
-        self.phase_index, self.phase_steps, self._trail = 0, 0, []
-        self.grasp_xy = grasp[:2]
 
-    @property
-    def phase(self) -> str:
-        return self.phases[self.phase_index].name if self.phase_index < len(self.phases) else "done"
+    def on_phase_end(self, phase: Phase) -> None:
+        if phase.name == "descend":
+            self.grasp_xy = self._eef()[:2]  # lift straight up from where the grasp happened
 
-    def act(self, obs=None) -> np.ndarray:
-        """Next action; call reset() after env.reset()."""
-        if self.phase_index >= len(self.phases):
-            return np.array([0, 0, 0, 0, 0, 0, OPEN], np.float32)
-        ph = self.phases[self.phase_index]
-        target = ph.target()
-        err = target - self._eef()
-        self.phase_steps += 1
-        self._trail.append(self._eef())
-        stalled = (len(self._trail) > 10 and np.linalg.norm(self._trail[-1] - self._trail[-11]) < 0.002
-                   and np.linalg.norm(err) < 0.04)  # blocked just short of the target (reach, contact)
-        done = np.linalg.norm(err) < ph.tol or stalled
-        if (done and self.phase_steps >= ph.min_steps) or self.phase_steps >= ph.max_steps:
-            self._trail = []
-            if ph.name == "descend":
-                self.grasp_xy = self._eef()[:2]
-            self.phase_index += 1
-            self.phase_steps = 0
-        pos = np.clip(self.gain * err, -1.0, 1.0)
-        R = T.quat2mat(self.env.raw_obs["robot0_eef_quat"])
-        rot = np.clip(T.quat2axisangle(T.mat2quat(self.R_goal @ R.T)) / ROT_SCALE, -1.0, 1.0)
-        return np.concatenate([pos, rot, [ph.gripper]]).astype(np.float32)
+
+class TurnKnob(Skill):
+    """Turn a fixture's knob (a hinge about a vertical axis, e.g. a stove) on or off: grasp it on
+    its axis across its narrow side and turn the hand about the axis."""
+
+    def __init__(self, env: LiberoEnv, obj: str, on: bool, gain: float = 20.0):
+        super().__init__(env, gain)
+        fixture = env.robosuite_env.get_object(obj)
+        self.joint = fixture.joints[0]
+        art = fixture.object_properties["articulation"]
+        # aim inside the goal range, clear of its edge; "on" ranges are wide, "off" ones a sliver
+        lo, hi = (min(art["default_turnon_ranges"]), max(art["default_turnon_ranges"])) if on else \
+            (min(art["default_turnoff_ranges"]), max(art["default_turnoff_ranges"]))
+        self.goal = lo + 0.3 * (hi - lo) if on else 0.5 * (lo + hi)
+        self.on = on
+
+    def _q(self) -> float:
+        return gt.joint_info(self.env, self.joint).qpos
+
+    def plan(self) -> list[Phase]:
+        j = gt.joint_info(self.env, self.joint)
+        corners = j.boxes.centers  # the knob's parts
+        top = float(np.max(j.boxes.centers[:, 2] + np.abs(j.boxes.rotations[:, 2, :] * j.boxes.half_sizes).sum(1)))
+        grasp = np.array([j.anchor[0], j.anchor[1], top - 0.015])
+        xy = corners[:, :2] - corners[:, :2].mean(0)
+        narrow = np.linalg.eigh(xy.T @ xy)[1][:, 0]
+        self.yaw = np.arctan2(narrow[1], narrow[0]) % np.pi - np.pi / 2
+        self.R_goal = _rot_z(self.yaw) @ self.R_down
+        turn = (self.goal - j.qpos) * np.sign(j.axis[2])
+        R_turned = _rot_z(self.yaw + turn) @ self.R_down
+        above = grasp + [0, 0, 0.06]
+        reached = (lambda: self._q() >= self.goal) if self.on else (lambda: self._q() <= self.goal)
+        return [
+            Phase("approach", lambda: above, OPEN, tol=0.01, max_steps=100),
+            Phase("descend", lambda: grasp, OPEN, tol=0.008, max_steps=50),
+            Phase("close", lambda: grasp, CLOSE, tol=1.0, min_steps=10, max_steps=10),
+            Phase("turn", lambda: grasp, CLOSE, rotation=lambda: R_turned, reached=reached, max_steps=60),
+            Phase("release", lambda: grasp, OPEN, tol=1.0, min_steps=8, max_steps=8),
+            Phase("retreat", lambda: above, OPEN, tol=0.02, max_steps=30),
+        ]
 
 
 class TaskExpert:
-    """The expert for a whole BDDL goal: one pick-and-place per `on` / `in` predicate, in order
-    (the chained libero_10 goals included). Other predicates raise UnsupportedTask."""
+    """The expert for a whole BDDL goal: one skill per predicate, in order (the chained libero_10
+    goals included): pick-and-place for `on` / `in`, a knob turn for `turnon` / `turnoff`.
+    Other predicates (drawers, doors, pushing) raise UnsupportedTask."""
 
     def __init__(self, env: LiberoEnv):
         goals = env.robosuite_env.parsed_problem["goal_state"]
-        unsupported = [g for g in goals if g[0].lower() not in ("on", "in")]
+        unsupported = [g for g in goals if g[0].lower() not in ("on", "in", "turnon", "turnoff")]
         if unsupported:
             raise UnsupportedTask(f"no scripted strategy for {unsupported} in {env.task.name}")
-        self.steps = [PickPlaceExpert(env, obj, target) for _, obj, target in goals]
+        # knobs first: a pot set on a stove would be in the way of its knob's turn
+        goals = sorted(goals, key=lambda g: g[0].lower() not in ("turnon", "turnoff"))
+        self.steps = [TurnKnob(env, g[1], on=g[0].lower() == "turnon") if g[0].lower() in ("turnon", "turnoff")
+                      else PickPlace(env, g[1], g[2]) for g in goals]
 
     def reset(self) -> None:
         self.current = 0

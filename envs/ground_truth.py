@@ -64,19 +64,46 @@ class Boxes:
         return np.linalg.norm(np.maximum(np.abs(local) - self.half_sizes, 0), axis=-1)
 
 
+def _boxes(model, data, geoms: np.ndarray) -> Boxes:
+    rot = data.geom_xmat[geoms].reshape(-1, 3, 3)
+    centers = data.geom_xpos[geoms] + np.einsum("nij,nj->ni", rot, model.geom_aabb[geoms, :3])
+    return Boxes(centers, rot, model.geom_aabb[geoms, 3:].copy())
+
+
+def _collision(model) -> np.ndarray:
+    return (model.geom_contype != 0) | (model.geom_conaffinity != 0)
+
+
 def obstacle_boxes(env, exclude: tuple[str, ...] = ()) -> Boxes:
     """The collision geoms of the scene as oriented boxes, except the robot's, the world body's
     (table, floor) and those of the objects named in `exclude`."""
     model, data = env.sim.model._model, env.sim.data._data
     robot = np.array([model.body(b).name.startswith(("robot0", "gripper0", "mount0")) for b in range(model.nbody)])
-    keep = ((model.geom_contype != 0) | (model.geom_conaffinity != 0)) & ~robot[model.geom_bodyid]
-    keep &= model.geom_bodyid != 0
+    keep = _collision(model) & ~robot[model.geom_bodyid] & (model.geom_bodyid != 0)
     for name in exclude:
         keep[_subtree_geoms(model, env.robosuite_env.obj_body_id[name])] = False
-    g = np.flatnonzero(keep)
-    rot = data.geom_xmat[g].reshape(-1, 3, 3)
-    centers = data.geom_xpos[g] + np.einsum("nij,nj->ni", rot, model.geom_aabb[g, :3])
-    return Boxes(centers, rot, model.geom_aabb[g, 3:].copy())
+    return _boxes(model, data, np.flatnonzero(keep))
+
+
+@dataclass(frozen=True)
+class JointInfo:
+    name: str
+    qpos: float
+    anchor: np.ndarray  # a point on the axis, world
+    axis: np.ndarray  # unit direction, world
+    boxes: Boxes  # the collision geoms that move with the joint (a knob, a drawer)
+
+
+def joint_info(env, joint: str) -> JointInfo:
+    import mujoco
+
+    model, data = env.sim.model._model, env.sim.data._data
+    jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, joint)
+    if jid < 0:
+        raise ValueError(f"unknown joint {joint!r}")
+    geoms = _subtree_geoms(model, model.jnt_bodyid[jid])
+    return JointInfo(joint, float(data.qpos[model.jnt_qposadr[jid]]), np.array(data.xanchor[jid]),
+                     np.array(data.xaxis[jid]), _boxes(model, data, geoms[_collision(model)[geoms]]))
 
 
 def object_names(env) -> list[str]:
