@@ -17,7 +17,6 @@ from robosuite.utils import transform_utils as T
 from . import ground_truth as gt
 from .libero_env import LiberoEnv
 
-POS_SCALE = 0.05  # metres of target offset per unit of position action (robosuite OSC_POSE)
 ROT_SCALE = 0.5  # radians per unit of rotation action
 OPEN, CLOSE = -1.0, 1.0
 
@@ -156,27 +155,36 @@ class PickPlace(Skill):
         obj = gt.object_info(env, self.obj)
         below_grip = grasp[2] - obj.aabb_min[2]  # object bottom sits this far below the grip site
         _, target_top = self._target_info()
-        carry_z = max(grasp[2], target_top + below_grip) + 0.09
-        offset = {}  # grip site minus object centre, measured on the first lift step (object in hand)
+        boxes = gt.obstacle_boxes(env, exclude=(self.obj,))
+        place_xy, _ = self._target_info()
+        carry_z = self._safe_height(boxes, grasp[:2], place_xy, max(grasp[2], target_top + below_grip) + 0.09, below_grip)
+        travel_z = self._safe_height(boxes, self._eef()[:2], grasp[:2], max(self._eef()[2], grasp[2] + 0.08), 0.0)
+
+        def over_grasp():
+            g = self._grasp_point()
+            return np.array([g[0], g[1], travel_z])
 
         def above_grasp():
             g = self._grasp_point()
-            return np.array([g[0], g[1], max(g[2] + 0.08, min(carry_z, g[2] + 0.2))])
+            return np.array([g[0], g[1], g[2] + 0.08])
 
         def at_grasp():
             return self._grasp_point()
 
         def lifted():
-            offset.setdefault("v", self._eef() - gt.object_info(env, self.obj).center)
             return np.array([self.grasp_xy[0], self.grasp_xy[1], carry_z])
 
-        def above_place():
+        def over_target_xy():
+            # closed loop on where the object actually is: a bowl held by its wall swings
             xy, _ = self._target_info()
-            return np.array([*(xy + offset["v"][:2]), carry_z])
+            return self._eef()[:2] + xy - gt.object_info(env, self.obj).center[:2]
+
+        def above_place():
+            return np.array([*over_target_xy(), carry_z])
 
         def at_place():
-            xy, top = self._target_info()
-            return np.array([*(xy + offset["v"][:2]), top + below_grip + 0.015])
+            _, top = self._target_info()
+            return np.array([*over_target_xy(), top + below_grip + 0.015])
 
         def retreat():
             p = self._eef()
@@ -187,7 +195,8 @@ class PickPlace(Skill):
 
         self.grasp_xy = grasp[:2]
         return [
-            Phase("approach", above_grasp, OPEN, tol=0.01, max_steps=100),
+            Phase("approach", over_grasp, OPEN, tol=0.02, max_steps=100),
+            Phase("above", above_grasp, OPEN, tol=0.01, max_steps=40),
             Phase("descend", at_grasp, OPEN, tol=0.01, max_steps=60),
             Phase("close", at_grasp, CLOSE, tol=1.0, min_steps=10, max_steps=10),
             Phase("lift", lifted, CLOSE, tol=0.02, max_steps=60),
@@ -196,6 +205,18 @@ class PickPlace(Skill):
             Phase("release", here, OPEN, tol=1.0, min_steps=8, max_steps=8),
             Phase("retreat", retreat, OPEN, tol=0.02, max_steps=40),
         ]
+
+    @staticmethod
+    def _safe_height(boxes: gt.Boxes, start_xy, end_xy, z: float, below: float) -> float:
+        """The lowest grip-site height >= z at which the straight path from start to end keeps
+        what hangs `below` it and the hand above it 2 cm clear of every obstacle."""
+        t = np.linspace(0, 1, 12)[:, None]
+        xy = (1 - t) * np.asarray(start_xy) + t * np.asarray(end_xy)
+        for height in np.arange(z, 1.4, 0.02):
+            pts = np.concatenate([np.c_[xy, np.full(len(xy), height + dz)] for dz in (-below, 0.0, 0.1)])
+            if len(boxes.centers) == 0 or boxes.distance(pts).min() > 0.02:
+                return float(height)
+        return float(z)
 
     def on_phase_end(self, phase: Phase) -> None:
         if phase.name == "descend":
