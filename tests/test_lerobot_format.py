@@ -78,8 +78,12 @@ def test_resume_drops_half_written_episode(dataset):
     # a killed run: an episode's data file landed but its metadata did not
     shutil.copy(root / "data/chunk-000/file-002.parquet", root / "data/chunk-000/file-003.parquet")
     (root / "data/chunk-000/file-004.parquet.tmp").write_bytes(b"partial")
+    # ... or the episodes table landed and info.json did not
+    info = json.loads((root / "meta/info.json").read_text())
+    (root / "meta/info.json").write_text(json.dumps(dict(info, total_episodes=2, total_frames=14)))
     writer = LeRobotWriter(root, fps=20, features=dataset_features(CAMS, 32))
     assert writer.num_episodes == 3 and not (root / "data/chunk-000/file-003.parquet").exists()
+    assert json.loads((root / "meta/info.json").read_text())["total_frames"] == 17
     assert not (root / "data/chunk-000/file-004.parquet.tmp").exists()
     writer.add_episode(fake_episode(np.random.default_rng(1), 4), "open the drawer")
     ds = LeRobotDataset(root)

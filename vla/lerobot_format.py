@@ -29,6 +29,7 @@ DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
+STAT_NAMES = ("min", "max", "mean", "std", "count", *(f"q{int(round(q * 100)):02d}" for q in QUANTILES))
 DEFAULT_FEATURES = {
     "timestamp": {"dtype": "float32", "shape": [1], "names": None},
     "frame_index": {"dtype": "int64", "shape": [1], "names": None},
@@ -67,8 +68,8 @@ def numeric_stats(x: np.ndarray) -> dict:
     """LeRobot's per-feature statistics over axis 0."""
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     out = {"min": x.min(0), "max": x.max(0), "mean": x.mean(0), "std": x.std(0), "count": np.array([len(x)])}
-    for q in QUANTILES:
-        out[f"q{int(round(q * 100)):02d}"] = np.quantile(x, q, axis=0)
+    for name, q in zip(STAT_NAMES[5:], QUANTILES):
+        out[name] = np.quantile(x, q, axis=0)
     return {k: v.tolist() for k, v in out.items()}
 
 
@@ -127,11 +128,11 @@ class LeRobotWriter:
 
     def _resume(self) -> None:
         info = json.loads((self.root / "meta" / "info.json").read_text())
-        if info.get("fps") != self.fps or {k: v for k, v in info["features"].items()} != self.features:
+        if info.get("fps") != self.fps or info["features"] != self.features:
             raise DatasetError(f"{self.root} holds a dataset with other features or fps; use a new folder")
-        table = pq.read_table(self.root / EPISODES_PATH)
-        self.episodes = table.to_pylist()
-        self.tasks = read_tasks(self.root)
+        self.episodes = pq.read_table(self.root / EPISODES_PATH).to_pylist()
+        # the episodes table is the record of what is complete; everything else is derived from it
+        self.tasks = list(dict.fromkeys(t for e in self.episodes for t in e["tasks"]))
         kept = {DATA_PATH.format(chunk_index=e["data/chunk_index"], file_index=e["data/file_index"]) for e in self.episodes}
         for f in (self.root / "data").rglob("*.parquet*"):
             if str(f.relative_to(self.root)) not in kept:
@@ -140,6 +141,7 @@ class LeRobotWriter:
             t = pq.read_table(self.root / path, columns=self.numeric_keys)
             for k in self.numeric_keys:
                 self._numeric[k].append(column_to_numpy(t[k]))
+        self._write_meta()  # a run killed between two metadata files left them out of step
 
     def add_episode(self, frames: dict[str, np.ndarray], task: str) -> int:
         """frames: {feature key: array [T, ...]} for every non-default feature. Returns the episode index."""
@@ -190,10 +192,8 @@ class LeRobotWriter:
         _write_table(self.root / "meta" / "tasks.parquet",
                      pa.table({"task_index": pa.array(range(len(self.tasks)), pa.int64()), "task": self.tasks}))
         stats = {k: numeric_stats(np.concatenate(self._numeric[k])) for k in self.numeric_keys}
-        for k in self.image_keys:
-            stats[k] = aggregate_image_stats([{s: e[f"stats/{k}/{s}"] for s in
-                                               ("min", "max", "mean", "std", "count", *[f"q{int(round(q * 100)):02d}" for q in QUANTILES])}
-                                              for e in self.episodes])
+        for k in self.image_keys:  # pooled from the per-episode statistics kept in the episodes table
+            stats[k] = aggregate_image_stats([{s: e[f"stats/{k}/{s}"] for s in STAT_NAMES} for e in self.episodes])
         _atomic_write(meta / "stats.json", json.dumps(stats, indent=2).encode())
         info = {
             "codebase_version": CODEBASE_VERSION, "robot_type": self.robot_type,
