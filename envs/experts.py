@@ -56,9 +56,10 @@ class Skill:
     def plan(self) -> list[Phase]:
         raise NotImplementedError
 
-    def reset(self) -> None:
-        """Plan from the current scene; call after env.reset() (or when the skill's turn comes)."""
-        self.R_down = T.quat2mat(self.env.raw_obs["robot0_eef_quat"])  # the start pose points down
+    def reset(self, R_down: np.ndarray | None = None) -> None:
+        """Plan from the current scene; call after env.reset() (or when the skill's turn comes).
+        R_down: the hand pointing down (default: the current pose, as after env.reset())."""
+        self.R_down = T.quat2mat(self.env.raw_obs["robot0_eef_quat"]) if R_down is None else R_down
         self.R_goal = self.R_down
         self.phases = self.plan()
         self.phase_index, self.phase_steps, self._trail = 0, 0, []
@@ -172,19 +173,23 @@ class PickPlace(Skill):
             return self._grasp_point()
 
         def lifted():
+            held.setdefault("offset", self._eef()[:2] - gt.object_info(env, self.obj).center[:2])
             return np.array([self.grasp_xy[0], self.grasp_xy[1], carry_z])
 
+        held = {}  # grip site minus object centre, measured on the first lift step (object in hand)
+
         def over_target_xy():
-            # closed loop on where the object actually is: a bowl held by its wall swings
             xy, _ = self._target_info()
-            return self._eef()[:2] + xy - gt.object_info(env, self.obj).center[:2]
+            return xy + held["offset"]
 
         def above_place():
             return np.array([*over_target_xy(), carry_z])
 
         def at_place():
+            # down until the held object's lowest point (however it hangs) is just above the target
             _, top = self._target_info()
-            return np.array([*over_target_xy(), top + below_grip + 0.015])
+            gap = gt.object_info(env, self.obj).aabb_min[2] - (top + 0.01)
+            return np.array([*over_target_xy(), self._eef()[2] - gap])
 
         def retreat():
             p = self._eef()
@@ -264,24 +269,74 @@ class TurnKnob(Skill):
         ]
 
 
+class OpenDrawer(Skill):
+    """Open a drawer (a slide joint under a BDDL region): take its handle from the front with
+    the hand turned horizontal, fingers closing vertically, and pull it out."""
+
+    def __init__(self, env: LiberoEnv, region: str, gain: float = 20.0):
+        super().__init__(env, gain)
+        rs = env.robosuite_env
+        site = rs.object_sites_dict[region]
+        self.joint = site.joints[0]
+        art = rs.get_object(site.parent_name).object_properties["articulation"]
+        self.open_below = max(art["default_open_ranges"])  # LIBERO: open while qpos < this
+        self.opens_negative = max(art["default_open_ranges"]) < min(art["default_close_ranges"])
+
+    def plan(self) -> list[Phase]:
+        j = gt.joint_info(self.env, self.joint)
+        out = -j.axis if self.opens_negative else j.axis  # the way the drawer slides open
+        front = j.boxes.centers @ out + np.abs(np.einsum("nij,i->nj", j.boxes.rotations, out) * j.boxes.half_sizes).sum(1)
+        handle = j.boxes.centers[front > front.max() - 0.01].mean(0)  # the parts that stick out most
+        # hand: approach axis into the drawer, fingers closing vertically
+        a_l, c_l = self.R_down.T @ [0, 0, -1.0], self.R_down.T @ [0, 1.0, 0]
+        a_w, c_w = -out, np.array([0, 0, 1.0])
+        local = np.stack([a_l, c_l, np.cross(a_l, c_l)], 1)
+        world = np.stack([a_w, c_w, np.cross(a_w, c_w)], 1)
+        self.R_goal = world @ local.T
+        opened = (lambda: gt.joint_info(self.env, self.joint).qpos < self.open_below - 0.01) if self.opens_negative \
+            else (lambda: gt.joint_info(self.env, self.joint).qpos > self.open_below + 0.01)
+        return [
+            Phase("approach", lambda: handle + 0.12 * out, OPEN, tol=0.015, max_steps=100),
+            Phase("reach", lambda: handle + 0.005 * out, OPEN, tol=0.008, max_steps=50),
+            Phase("close", lambda: handle, CLOSE, tol=1.0, min_steps=10, max_steps=10),
+            Phase("pull", lambda: handle + 0.16 * out, CLOSE, reached=opened, max_steps=80),
+            Phase("release", lambda: self._eef(), OPEN, tol=1.0, min_steps=8, max_steps=8),
+            Phase("retreat", lambda: handle + 0.24 * out, OPEN, tol=0.02, max_steps=20),
+        ]
+
+
 class TaskExpert:
     """The expert for a whole BDDL goal: one skill per predicate, in order (the chained libero_10
-    goals included): pick-and-place for `on` / `in`, a knob turn for `turnon` / `turnoff`.
-    Other predicates (drawers, doors, pushing) raise UnsupportedTask."""
+    goals included): pick-and-place for `on` / `in` (opening a drawer first when the target is
+    inside one), a knob turn for `turnon` / `turnoff`, a pull for `open`. Other predicates
+    (`close`, pushing) raise UnsupportedTask."""
 
     def __init__(self, env: LiberoEnv):
         goals = env.robosuite_env.parsed_problem["goal_state"]
-        unsupported = [g for g in goals if g[0].lower() not in ("on", "in", "turnon", "turnoff")]
+        unsupported = [g for g in goals if g[0].lower() not in ("on", "in", "turnon", "turnoff", "open")]
         if unsupported:
             raise UnsupportedTask(f"no scripted strategy for {unsupported} in {env.task.name}")
         # knobs first: a pot set on a stove would be in the way of its knob's turn
         goals = sorted(goals, key=lambda g: g[0].lower() not in ("turnon", "turnoff"))
-        self.steps = [TurnKnob(env, g[1], on=g[0].lower() == "turnon") if g[0].lower() in ("turnon", "turnoff")
-                      else PickPlace(env, g[1], g[2]) for g in goals]
+        self.env = env
+        self.steps = [skill for g in goals for skill in self._skills(env, g)]
+
+    @staticmethod
+    def _skills(env: LiberoEnv, goal: list[str]) -> list[Skill]:
+        kind = goal[0].lower()
+        if kind in ("turnon", "turnoff"):
+            return [TurnKnob(env, goal[1], on=kind == "turnon")]
+        if kind == "open":
+            return [OpenDrawer(env, goal[1])]
+        site = env.robosuite_env.object_sites_dict.get(goal[2])
+        if kind == "in" and site is not None and getattr(site, "joints", None):
+            return [OpenDrawer(env, goal[2]), PickPlace(env, goal[1], goal[2])]  # into a drawer: open it first
+        return [PickPlace(env, goal[1], goal[2])]
 
     def reset(self) -> None:
         self.current = 0
-        self.steps[0].reset()
+        self.R_down = T.quat2mat(self.env.raw_obs["robot0_eef_quat"])  # episodes start pointing down
+        self.steps[0].reset(self.R_down)
 
     @property
     def phase(self) -> str:
@@ -290,7 +345,7 @@ class TaskExpert:
     def act(self, obs=None) -> np.ndarray:
         if self.steps[self.current].phase == "done" and self.current + 1 < len(self.steps):
             self.current += 1
-            self.steps[self.current].reset()
+            self.steps[self.current].reset(self.R_down)
         return self.steps[self.current].act(obs)
 
 

@@ -95,6 +95,7 @@ def test_step_validates_actions(env):
     ("libero_spatial", 4, 1),  # a bowl inside a drawer: the only free wall needs a 90 degree turn
     ("libero_object", 1, 0),  # a box, taken across its narrow side
     ("libero_goal", 7, 0),  # the stove's knob
+    ("libero_goal", 0, 0),  # a drawer, pulled by its handle
 ])
 def test_expert_succeeds(suite, task, init):
     e = LiberoEnv(suite, task, camera_obs=False)
@@ -105,8 +106,8 @@ def test_expert_succeeds(suite, task, init):
 
 
 def test_expert_refuses_goals_it_has_no_strategy_for():
-    e = LiberoEnv("libero_goal", 0, camera_obs=False)  # open the middle drawer
+    e = LiberoEnv("libero_10", 9, camera_obs=False)  # ... in the microwave and close it
     e.reset(init_state_index=0)
-    with pytest.raises(UnsupportedTask, match="open"):
+    with pytest.raises(UnsupportedTask, match="close"):
         make_expert(e)
     e.close()
