@@ -1,8 +1,8 @@
 """LIBERO suites: tasks, instructions, BDDL files, init states and the evaluation protocol.
 
 `import libero.libero` asks on stdin for a config file unless one exists, so `libero_root()`
-writes it first (into $LIBERO_CONFIG_PATH, by default a folder of ours) and every import of
-libero in this package goes through it.
+writes it first (into $LIBERO_CONFIG_PATH, by default a folder beside the installed package)
+and every import of libero in this package goes through it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def libero_root() -> Path:
     root = Path(spec.origin).parent / "libero"
     if not (root / "assets").exists():
         raise RuntimeError(f"LIBERO assets are missing at {root / 'assets'}: run ./install.sh")
-    config_dir = Path(os.environ.setdefault("LIBERO_CONFIG_PATH", str(Path.home() / ".cache" / "vla" / "libero")))
+    # one config per installation (beside the package), so two virtual environments never race
+    config_dir = Path(os.environ.setdefault("LIBERO_CONFIG_PATH", str(root.parent / "vla_libero_config")))
     paths = {
         "benchmark_root": str(root),
         "bddl_files": str(root / "bddl_files"),
@@ -44,7 +45,9 @@ def libero_root() -> Path:
     config_file = config_dir / "config.yaml"
     if not config_file.exists() or yaml.safe_load(config_file.read_text()) != paths:
         config_dir.mkdir(parents=True, exist_ok=True)
-        config_file.write_text(yaml.safe_dump(paths))
+        tmp = config_file.with_name(f"config.{os.getpid()}.tmp")
+        tmp.write_text(yaml.safe_dump(paths))
+        os.replace(tmp, config_file)  # readers in other processes never see half a file
     return root
 
 
