@@ -104,7 +104,7 @@ class PickPlace(Skill):
         """(xy centre, top z) of the place target: an object, or a BDDL region site."""
         if self.target in self.env.robosuite_env.obj_body_id:
             t = gt.object_info(self.env, self.target)
-            return t.center[:2], float(t.aabb_max[2])
+            return t.position[:2], float(t.aabb_max[2])  # LIBERO's `on` compares body origins (3 cm)
         pos = gt.site_position(self.env, self.target)
         return pos[:2], float(pos[2])
 
@@ -173,14 +173,12 @@ class PickPlace(Skill):
             return self._grasp_point()
 
         def lifted():
-            held.setdefault("offset", self._eef()[:2] - gt.object_info(env, self.obj).center[:2])
             return np.array([self.grasp_xy[0], self.grasp_xy[1], carry_z])
 
-        held = {}  # grip site minus object centre, measured on the first lift step (object in hand)
-
         def over_target_xy():
+            # closed loop on where the held object's origin is: a bowl held by its wall swings
             xy, _ = self._target_info()
-            return xy + held["offset"]
+            return self._eef()[:2] + xy - gt.object_info(env, self.obj).position[:2]
 
         def above_place():
             return np.array([*over_target_xy(), carry_z])
