@@ -101,7 +101,7 @@ class PickPlace(Skill):
         self.obj, self.target = obj, target
 
     def _target_info(self) -> tuple[np.ndarray, float]:
-        """(xy centre, top z) of the place target: an object, or a BDDL region site."""
+        """(xy, top z) of the place target: an object (its body origin), or a BDDL region site."""
         if self.target in self.env.robosuite_env.obj_body_id:
             t = gt.object_info(self.env, self.target)
             return t.position[:2], float(t.aabb_max[2])  # LIBERO's `on` compares body origins (3 cm)
@@ -136,10 +136,9 @@ class PickPlace(Skill):
         d = boxes.distance(points)
         return float(d.min()) if d.size else np.inf
 
-    def _choose_grasp(self) -> None:
+    def _choose_grasp(self, boxes: gt.Boxes) -> None:
         options = self._grasp_candidates()
-        # prefer the default yaw and the robot-side wall unless another option has clearly more room
-        boxes = gt.obstacle_boxes(self.env, exclude=(self.obj,))
+        # room counts up to 5 cm; among options with that much, the first (yaw 0) wins
         scores = [min(self._clearance(g, yaw, boxes), 0.05) - 0.001 * i for i, (g, yaw) in enumerate(options)]
         i = int(np.argmax(scores))
         o = gt.object_info(self.env, self.obj)
@@ -150,14 +149,12 @@ class PickPlace(Skill):
 
     def plan(self) -> list[Phase]:
         env = self.env
-        self._choose_grasp()
+        boxes = gt.obstacle_boxes(env, exclude=(self.obj,))
+        self._choose_grasp(boxes)
         self.R_goal = _rot_z(self.yaw) @ self.R_down
         grasp = self._grasp_point()
-        obj = gt.object_info(env, self.obj)
-        below_grip = grasp[2] - obj.aabb_min[2]  # object bottom sits this far below the grip site
-        _, target_top = self._target_info()
-        boxes = gt.obstacle_boxes(env, exclude=(self.obj,))
-        place_xy, _ = self._target_info()
+        below_grip = grasp[2] - gt.object_info(env, self.obj).aabb_min[2]  # object bottom below the grip site
+        place_xy, target_top = self._target_info()
         carry_z = self._safe_height(boxes, grasp[:2], place_xy, max(grasp[2], target_top + below_grip) + 0.09, below_grip)
         travel_z = self._safe_height(boxes, self._eef()[:2], grasp[:2], max(self._eef()[2], grasp[2] + 0.08), 0.0)
 
