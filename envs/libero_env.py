@@ -132,6 +132,10 @@ class LiberoEnv(gym.Env):
         super().reset(seed=seed)
         options = options or {}
         init_state_index = options.get("init_state_index", init_state_index)
+        if seed is None and init_state_index is not None:
+            # LIBERO's reset also re-samples fixture positions (cabinet, stove), which the init
+            # state does not restore: seeding by the state index makes init state i one scene
+            seed = int(init_state_index)
         if seed is not None:
             self._env.seed(int(seed))  # LIBERO seeds numpy's global RNG for its placement sampler
         raw = self._env.reset()
