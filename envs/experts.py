@@ -243,10 +243,10 @@ class TurnKnob(Skill):
 
     def plan(self) -> list[Phase]:
         j = gt.joint_info(self.env, self.joint)
-        corners = j.boxes.centers  # the knob's parts
+        parts = j.boxes.centers  # centres of the knob's collision parts
         top = float(np.max(j.boxes.centers[:, 2] + np.abs(j.boxes.rotations[:, 2, :] * j.boxes.half_sizes).sum(1)))
         grasp = np.array([j.anchor[0], j.anchor[1], top - 0.015])
-        xy = corners[:, :2] - corners[:, :2].mean(0)
+        xy = parts[:, :2] - parts[:, :2].mean(0)
         narrow = np.linalg.eigh(xy.T @ xy)[1][:, 0]
         self.yaw = np.arctan2(narrow[1], narrow[0]) % np.pi - np.pi / 2
         self.R_goal = _rot_z(self.yaw) @ self.R_down
@@ -349,10 +349,11 @@ def make_expert(env: LiberoEnv) -> TaskExpert:
 
 
 def run_expert_episode(env: LiberoEnv, init_state_index: int | None = None, seed: int | None = None,
-                       record: bool = False):
-    """Run one episode; returns (success, steps, frames) with frames a list of (obs, action)."""
+                       record: bool = False, expert: TaskExpert | None = None):
+    """Run one episode; returns (success, steps, frames) with frames a list of (obs, action)
+    when `record` (the observation each action was chosen from)."""
     obs, _ = env.reset(seed=seed, init_state_index=init_state_index)
-    expert = make_expert(env)
+    expert = expert or make_expert(env)
     expert.reset()
     frames = []
     for step in range(env.max_steps):

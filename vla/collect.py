@@ -38,26 +38,18 @@ def is_noop(action: np.ndarray, prev_action: np.ndarray | None) -> bool:
 
 def record_episode(env, expert, seed: int, init_state_index: int | None):
     """Run the expert once; returns (success, frames dict) with no-op steps removed."""
-    obs, _ = env.reset(seed=seed, init_state_index=init_state_index)
-    expert.reset()
-    images = {c: [] for c in env.cameras}
-    states, actions, prev = [], [], None
-    info = {"success": False}
-    for _ in range(env.max_steps):
-        action = expert.act(obs)
+    from envs.experts import run_expert_episode
+
+    success, _, steps = run_expert_episode(env, init_state_index, seed, record=True, expert=expert)
+    kept, prev = [], None
+    for obs, action in steps:
         if not is_noop(action, prev):
-            for c in env.cameras:
-                images[c].append(obs["images"][c])
-            states.append(obs["state"])
-            actions.append(action)
+            kept.append((obs, action))
         prev = action
-        obs, _, terminated, truncated, info = env.step(action)
-        if terminated or truncated:
-            break
-    frames = {f"observation.images.{c}": np.stack(v) for c, v in images.items()}
-    frames["observation.state"] = np.stack(states)
-    frames["action"] = np.stack(actions).astype(np.float32)
-    return bool(info["success"]), frames
+    frames = {f"observation.images.{c}": np.stack([o["images"][c] for o, _ in kept]) for c in env.cameras}
+    frames["observation.state"] = np.stack([o["state"] for o, _ in kept])
+    frames["action"] = np.stack([a for _, a in kept]).astype(np.float32)
+    return success, frames
 
 
 class _Attempts:
