@@ -243,11 +243,9 @@ class TurnKnob(Skill):
 
     def plan(self) -> list[Phase]:
         j = gt.joint_info(self.env, self.joint)
-        parts = j.boxes.centers  # centres of the knob's collision parts
-        top = float(np.max(j.boxes.centers[:, 2] + np.abs(j.boxes.rotations[:, 2, :] * j.boxes.half_sizes).sum(1)))
+        top = float(j.boxes.extent_along([0, 0, 1]).max())
         grasp = np.array([j.anchor[0], j.anchor[1], top - 0.015])
-        xy = parts[:, :2] - parts[:, :2].mean(0)
-        narrow = np.linalg.eigh(xy.T @ xy)[1][:, 0]
+        narrow = gt.narrowest_direction(j.boxes.centers[:, :2])  # across the knob's parts
         self.yaw = np.arctan2(narrow[1], narrow[0]) % np.pi - np.pi / 2
         self.R_goal = _rot_z(self.yaw) @ self.R_down
         turn = (self.goal - j.qpos) * np.sign(j.axis[2])
@@ -280,7 +278,7 @@ class OpenDrawer(Skill):
     def plan(self) -> list[Phase]:
         j = gt.joint_info(self.env, self.joint)
         out = -j.axis if self.opens_negative else j.axis  # the way the drawer slides open
-        front = j.boxes.centers @ out + np.abs(np.einsum("nij,i->nj", j.boxes.rotations, out) * j.boxes.half_sizes).sum(1)
+        front = j.boxes.extent_along(out)
         handle = j.boxes.centers[front > front.max() - 0.01].mean(0)  # the parts that stick out most
         # hand: approach axis into the drawer, fingers closing vertically
         a_l, c_l = self.R_down.T @ [0, 0, -1.0], self.R_down.T @ [0, 1.0, 0]

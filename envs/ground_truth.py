@@ -63,6 +63,17 @@ class Boxes:
         local = np.einsum("nji,mnj->mni", self.rotations, points[:, None, :] - self.centers[None])
         return np.linalg.norm(np.maximum(np.abs(local) - self.half_sizes, 0), axis=-1)
 
+    def extent_along(self, direction) -> np.ndarray:
+        """How far each box reaches along a world direction [n] (its support value)."""
+        d = np.asarray(direction, float)
+        return self.centers @ d + np.abs(np.einsum("nij,i->nj", self.rotations, d) * self.half_sizes).sum(1)
+
+
+def narrowest_direction(xy: np.ndarray) -> np.ndarray:
+    """Unit xy direction of least spread of 2-D points (smallest principal axis)."""
+    xy = xy - xy.mean(0)
+    return np.linalg.eigh(xy.T @ xy)[1][:, 0]
+
 
 def _boxes(model, data, geoms: np.ndarray) -> Boxes:
     rot = data.geom_xmat[geoms].reshape(-1, 3, 3)
@@ -118,7 +129,7 @@ def object_info(env, name: str) -> ObjectInfo:
     model, data = env.sim.model._model, env.sim.data._data
     body = rs.obj_body_id[name]
     geoms = _subtree_geoms(model, body)
-    collision = geoms[(model.geom_contype[geoms] != 0) | (model.geom_conaffinity[geoms] != 0)]
+    collision = geoms[_collision(model)[geoms]]
     corners = _geom_corners(model, data, collision if len(collision) else geoms)
     pos = np.array(data.xpos[body])
     lo, hi = (corners.min(0), corners.max(0)) if len(corners) else (pos, pos)
@@ -130,10 +141,7 @@ def narrow_axis(env, name: str) -> np.ndarray:
     rs = env.robosuite_env
     model, data = env.sim.model._model, env.sim.data._data
     geoms = _subtree_geoms(model, rs.obj_body_id[name])
-    xy = _geom_corners(model, data, geoms)[:, :2]
-    xy = xy - xy.mean(0)
-    _, vecs = np.linalg.eigh(xy.T @ xy)
-    return vecs[:, 0]  # smallest spread
+    return narrowest_direction(_geom_corners(model, data, geoms)[:, :2])
 
 
 def all_objects(env) -> dict[str, ObjectInfo]:
