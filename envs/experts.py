@@ -118,8 +118,9 @@ class PickPlace(Skill):
         z = o.aabb_max[2] - min(0.025, 0.5 * size[2])
         if min(size[0], size[1]) > 0.07:
             rim = 0.5 * min(size[0], size[1]) - 0.012
-            return [(np.array([c[0], c[1] - rim, z]), 0.0), (np.array([c[0], c[1] + rim, z]), 0.0),
-                    (np.array([c[0] - rim, c[1], z]), np.pi / 2), (np.array([c[0] + rim, c[1], z]), np.pi / 2)]
+            # the side facing the robot first: it keeps the arm least stretched when placing
+            return [(np.array([c[0] - rim, c[1], z]), np.pi / 2), (np.array([c[0], c[1] - rim, z]), 0.0),
+                    (np.array([c[0], c[1] + rim, z]), 0.0), (np.array([c[0] + rim, c[1], z]), np.pi / 2)]
         narrow = gt.narrow_axis(self.env, self.obj)
         # turn the closing direction (world y, angle pi/2) onto the narrow axis; the gripper is
         # symmetric, so the smallest such turn lies in [-pi/2, pi/2)
@@ -138,10 +139,12 @@ class PickPlace(Skill):
 
     def _choose_grasp(self, boxes: gt.Boxes) -> None:
         options = self._grasp_candidates()
-        # room counts up to 5 cm; among options with that much, the first (yaw 0) wins
+        o = gt.object_info(self.env, self.obj)
+        # what the object stands on is below every option alike: it must not decide
+        boxes = boxes[boxes.extent_along([0, 0, 1]) > o.aabb_min[2] + 0.005]
+        # room counts up to 5 cm; among options with that much, the first listed wins
         scores = [min(self._clearance(g, yaw, boxes), 0.05) - 0.001 * i for i, (g, yaw) in enumerate(options)]
         i = int(np.argmax(scores))
-        o = gt.object_info(self.env, self.obj)
         self.grasp_offset, self.yaw = options[i][0] - o.center, options[i][1]
 
     def _grasp_point(self) -> np.ndarray:
@@ -180,10 +183,10 @@ class PickPlace(Skill):
         def above_place():
             return np.array([*over_target_xy(), carry_z])
 
-        def at_place():
+        def at_place(clearance=0.01):
             # down until the held object's lowest point (however it hangs) is just above the target
             _, top = self._target_info()
-            gap = gt.object_info(env, self.obj).aabb_min[2] - (top + 0.01)
+            gap = gt.object_info(env, self.obj).aabb_min[2] - (top + clearance)
             return np.array([*over_target_xy(), self._eef()[2] - gap])
 
         def retreat():
@@ -201,6 +204,8 @@ class PickPlace(Skill):
             Phase("close", at_grasp, CLOSE, tol=1.0, min_steps=10, max_steps=10),
             Phase("lift", lifted, CLOSE, tol=0.02, max_steps=60),
             Phase("carry", above_place, CLOSE, tol=0.01, max_steps=100),
+            # settle the swing a few cm up, so the last part of the descent is straight down
+            Phase("align", lambda: at_place(0.04), CLOSE, tol=0.006, min_steps=5, max_steps=40),
             Phase("lower", at_place, CLOSE, tol=0.015, max_steps=60),
             Phase("release", here, OPEN, tol=1.0, min_steps=8, max_steps=8),
             Phase("retreat", retreat, OPEN, tol=0.02, max_steps=40),

@@ -63,6 +63,9 @@ class Boxes:
         local = np.einsum("nji,mnj->mni", self.rotations, points[:, None, :] - self.centers[None])
         return np.linalg.norm(np.maximum(np.abs(local) - self.half_sizes, 0), axis=-1)
 
+    def __getitem__(self, keep) -> "Boxes":
+        return Boxes(self.centers[keep], self.rotations[keep], self.half_sizes[keep])
+
     def extent_along(self, direction) -> np.ndarray:
         """How far each box reaches along a world direction [n] (its support value)."""
         d = np.asarray(direction, float)
@@ -86,14 +89,15 @@ def _collision(model) -> np.ndarray:
 
 
 def obstacle_boxes(env, exclude: tuple[str, ...] = ()) -> Boxes:
-    """The collision geoms of the scene as oriented boxes, except the robot's, the world body's
-    (table, floor) and those of the objects named in `exclude`."""
+    """The collision geoms of the task's objects and fixtures as oriented boxes, except those of
+    the objects named in `exclude`. The robot and the arena (table, floor, walls) are left out:
+    paths run above the table, and its top would otherwise bound every clearance alike."""
     model, data = env.sim.model._model, env.sim.data._data
-    robot = np.array([model.body(b).name.startswith(("robot0", "gripper0", "mount0")) for b in range(model.nbody)])
-    keep = _collision(model) & ~robot[model.geom_bodyid] & (model.geom_bodyid != 0)
-    for name in exclude:
-        keep[_subtree_geoms(model, env.robosuite_env.obj_body_id[name])] = False
-    return _boxes(model, data, np.flatnonzero(keep))
+    keep = np.zeros(model.ngeom, bool)
+    for name, body in env.robosuite_env.obj_body_id.items():
+        if name not in exclude:
+            keep[_subtree_geoms(model, body)] = True
+    return _boxes(model, data, np.flatnonzero(keep & _collision(model)))
 
 
 @dataclass(frozen=True)
