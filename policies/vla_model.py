@@ -1,0 +1,285 @@
+"""The VLA: a Qwen-VL backbone and an action head.
+
+Heads (`spec.head`):
+- "tokens": OpenVLA. The prompt is followed by 7*H action tokens and the end token; the loss
+  covers only those; decoding is autoregressive (KV cache) and constrained to the 256 action ids.
+- "parallel": OpenVLA-OFT. The prompt is followed by 7*H placeholder tokens with learned
+  embeddings that attend to each other both ways; one forward pass gives the whole chunk, read
+  out either as action-token logits (`output: tokens`) or by an MLP regressing normalised
+  actions under an L1 loss (`output: l1`).
+Only the LM-head rows of the 256 action tokens (and the end token) are ever multiplied: with the
+real 151k vocabulary the full head would dominate the cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from action_tokenizer import ActionStats, ActionTokenizer
+
+from .backbone import ACTION_PAD_TOKEN, STATE_TOKEN, Backbone
+from .transforms import StateNormalizer, camera_images, prompt_text
+
+HEADS = ("tokens", "parallel")
+OUTPUTS = ("tokens", "l1")
+
+
+@dataclass
+class PolicySpec:
+    """What the policy reads and writes; saved with every checkpoint."""
+
+    head: str = "tokens"
+    output: str = "tokens"  # parallel head only: tokens | l1
+    chunk_size: int = 1
+    cameras: list[str] = field(default_factory=lambda: ["agentview", "robot0_eye_in_hand"])
+    resolution: int = 128
+    use_state: bool = True
+    action_token_mode: str = "openvla"
+    action_dim: int = 7
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, not {self.head!r}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"parallel head output must be one of {OUTPUTS}, not {self.output!r}")
+        if self.head == "tokens" and self.output != "tokens":
+            raise ValueError("the tokens head has token output only; output: l1 needs head: parallel")
+        if int(self.chunk_size) < 1:
+            raise ValueError(f"chunk_size must be >= 1, not {self.chunk_size}")
+        if not self.cameras:
+            raise ValueError("cameras is empty: the policy needs at least one camera")
+        self.chunk_size, self.resolution, self.cameras = int(self.chunk_size), int(self.resolution), list(self.cameras)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def extra_tokens(spec: PolicySpec) -> list[str]:
+    """Special tokens the backbone's tokenizer needs for this policy (before its model is built)."""
+    added = [f"<|action_{i}|>" for i in range(256)] if spec.action_token_mode == "added" else []
+    return [STATE_TOKEN, ACTION_PAD_TOKEN] + added
+
+
+class _ActionIdsOnly(LogitsProcessor):
+    """Constrained decoding: every id but the 256 action ids gets -inf."""
+
+    def __init__(self, ids: torch.Tensor):
+        self.ids = ids
+
+    def __call__(self, input_ids, scores):
+        masked = torch.full_like(scores, float("-inf"))
+        masked[:, self.ids] = scores[:, self.ids]
+        return masked
+
+
+class VLAModel(nn.Module):
+    def __init__(self, backbone: Backbone, spec: PolicySpec, action_stats: ActionStats,
+                 state_normalizer: StateNormalizer | None = None):
+        super().__init__()
+        self.lm, self.spec, self.family = backbone.model, spec, backbone.family
+        self.tokenizer, self.image_processor = backbone.tokenizer, backbone.image_processor
+        self.text_vocab_size = backbone.text_vocab_size
+        if action_stats.dim != spec.action_dim:
+            raise ValueError(f"action statistics have {action_stats.dim} dims, the policy predicts {spec.action_dim}")
+        self.action_stats = action_stats
+        vocab_size = self.text_vocab_size
+        if spec.action_token_mode == "added":
+            names = [f"<|action_{i}|>" for i in (0, 255)]
+            first, last = self.tokenizer.convert_tokens_to_ids(names)
+            if first is None or last is None or last - first != 255 or first == self.tokenizer.unk_token_id:
+                raise ValueError("added-mode action tokens are missing from the tokenizer: build the backbone "
+                                 "with extra_tokens=extra_tokens(spec)")
+            vocab_size = first
+        self.action_tokenizer = ActionTokenizer(action_stats, mode=spec.action_token_mode, vocab_size=vocab_size)
+        self.state_normalizer = state_normalizer if spec.use_state else None
+        if spec.use_state and state_normalizer is None:
+            raise ValueError("use_state is true but no state statistics were given")
+        tok = self.tokenizer
+        self.eos_id = tok.eos_token_id
+        self.pad_id = tok.pad_token_id
+        self.image_token_id = tok.convert_tokens_to_ids("<|image_pad|>")
+        self.state_token_id = tok.convert_tokens_to_ids(STATE_TOKEN)
+        self.action_pad_id = tok.convert_tokens_to_ids(ACTION_PAD_TOKEN)
+        # LM-head rows for the loss: the 256 action ids in ascending order, then the end token
+        self.register_buffer("action_ids", torch.as_tensor(self.action_tokenizer.token_ids), persistent=False)
+        hidden = self.lm.config.get_text_config().hidden_size
+        n_out = spec.chunk_size * spec.action_dim
+        if spec.use_state:
+            self.state_proj = nn.Sequential(nn.Linear(state_normalizer.mean.shape[0], hidden), nn.GELU(),
+                                            nn.Linear(hidden, hidden))
+        if spec.head == "parallel":
+            self.action_queries = nn.Parameter(torch.randn(n_out, hidden) * 0.02)
+            if spec.output == "l1":
+                self.regressor = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(),
+                                               nn.Linear(hidden, 1))
+        self._inject: dict[int, torch.Tensor] = {}
+        self.lm.get_input_embeddings().register_forward_hook(self._inject_embeddings)
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _inject_embeddings(self, module, args, out):
+        """Put the projected state and the action queries where their placeholder tokens are."""
+        if not self._inject:
+            return out
+        ids = args[0]
+        out = out.clone()
+        for token_id, rows in self._inject.items():
+            mask = ids == token_id
+            if mask.any():
+                out[mask] = rows.to(out.dtype).reshape(-1, out.shape[-1])
+        return out
+
+    @lru_cache(maxsize=4096)
+    def _prompt_ids(self, instruction: str, image_tokens: tuple[int, ...]) -> tuple[int, ...]:
+        parts = ["<|im_start|>user\n"]
+        for cam, n in zip(self.spec.cameras, image_tokens):
+            parts.append(f"{cam}: <|vision_start|>{'<|image_pad|>' * n}<|vision_end|>\n")
+        if self.spec.use_state:
+            parts.append(f"state: {STATE_TOKEN}\n")
+        parts.append(prompt_text(instruction) + "<|im_end|>\n<|im_start|>assistant\n")
+        return tuple(self.tokenizer("".join(parts), add_special_tokens=False)["input_ids"])
+
+    def encode(self, images: dict, states, instructions: list[str], actions=None, action_is_pad=None) -> dict:
+        """A batch of observations (images {camera: uint8[B, H, W, 3]}, states [B, S], B
+        instructions) and, for training, target actions [B, H, 7] -> model inputs (left padded)."""
+        spec, B = self.spec, len(instructions)
+        flat = [img for b in range(B) for img in camera_images({c: images[c][b] for c in spec.cameras},
+                                                                spec.cameras, spec.resolution)]
+        pix = self.image_processor(images=flat, return_tensors="pt")
+        merge = self.image_processor.merge_size ** 2
+        per_image = (pix["image_grid_thw"].prod(-1) // merge).tolist()
+        n_cam = len(spec.cameras)
+        suffixes = [()] * B
+        if spec.head == "parallel":
+            suffixes = [(self.action_pad_id,) * (spec.chunk_size * spec.action_dim)] * B
+        elif actions is not None:
+            ids = self.action_tokenizer.encode(np.asarray(actions, np.float32).reshape(B, -1, spec.action_dim))
+            suffixes = [tuple(row.reshape(-1).tolist()) + (self.eos_id,) for row in ids]
+        seqs = [self._prompt_ids(instructions[b], tuple(per_image[b * n_cam:(b + 1) * n_cam])) + suffixes[b]
+                for b in range(B)]
+        L = max(map(len, seqs))
+        input_ids = torch.full((B, L), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((B, L), dtype=torch.long)
+        for b, s in enumerate(seqs):
+            input_ids[b, L - len(s):] = torch.tensor(s)
+            mask[b, L - len(s):] = 1
+        batch = {"input_ids": input_ids, "attention_mask": mask, "pixel_values": pix["pixel_values"],
+                 "image_grid_thw": pix["image_grid_thw"], "mm_token_type_ids": (input_ids == self.image_token_id).int()}
+        if spec.use_state:
+            batch["state"] = torch.as_tensor(self.state_normalizer(np.asarray(states, np.float32).reshape(B, -1)))
+        if actions is not None:
+            a = np.asarray(actions, np.float32).reshape(B, -1, spec.action_dim)
+            batch["target_norm"] = torch.as_tensor(np.clip(self.action_stats.normalize(a), -1, 1))
+            batch["target_ids"] = torch.as_tensor(self.action_tokenizer.encode(a))
+            pad = np.zeros(a.shape[:2], bool) if action_is_pad is None else np.asarray(action_is_pad, bool)
+            batch["action_is_pad"] = torch.as_tensor(pad.reshape(B, -1))
+        return batch
+
+    # -- forward -----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.action_ids.device
+
+    def _set_injections(self, batch: dict) -> None:
+        self._inject = {}
+        dev = self.device
+        if self.spec.use_state:
+            self._inject[self.state_token_id] = self.state_proj(batch["state"].to(dev))
+        if self.spec.head == "parallel":
+            B = batch["input_ids"].shape[0]
+            self._inject[self.action_pad_id] = self.action_queries.unsqueeze(0).expand(B, -1, -1)
+
+    def _model_inputs(self, batch: dict) -> dict:
+        keys = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
+        return {k: batch[k].to(self.device) for k in keys}
+
+    def _parallel_hidden(self, batch: dict) -> torch.Tensor:
+        """Hidden states of the 7*H action placeholders (the last positions: inputs are left padded)."""
+        inputs = self._model_inputs(batch)
+        ids, mask2d = inputs["input_ids"], inputs["attention_mask"]
+        n = self.spec.chunk_size * self.spec.action_dim
+        B, L = ids.shape
+        core = self.lm.model
+        position_ids = core.get_rope_index(ids, inputs["mm_token_type_ids"], image_grid_thw=inputs["image_grid_thw"],
+                                           attention_mask=mask2d)[0]
+        # causal over the prompt; the action block sees the whole prompt and itself both ways
+        i = torch.arange(L, device=ids.device)
+        allowed = (i[None, :] <= i[:, None]) | ((i[:, None] >= L - n) & (i[None, :] >= L - n))
+        allowed = (allowed[None] & mask2d.bool()[:, None, :]) | torch.eye(L, dtype=torch.bool, device=ids.device)
+        dtype = self.lm.get_input_embeddings().weight.dtype
+        attn = torch.zeros((B, 1, L, L), dtype=dtype, device=ids.device).masked_fill(~allowed[:, None], torch.finfo(dtype).min)
+        self._set_injections(batch)
+        try:
+            out = core(input_ids=ids, attention_mask=attn, position_ids=position_ids, pixel_values=inputs["pixel_values"],
+                       image_grid_thw=inputs["image_grid_thw"], mm_token_type_ids=inputs["mm_token_type_ids"])
+        finally:
+            self._inject = {}
+        return out.last_hidden_state[:, -n:]
+
+    def _action_logits(self, hidden: torch.Tensor, with_eos: bool = False) -> torch.Tensor:
+        rows = self.action_ids if not with_eos else torch.cat([self.action_ids, self.action_ids.new_tensor([self.eos_id])])
+        return hidden @ self.lm.get_output_embeddings().weight[rows].T
+
+    def forward(self, batch: dict) -> dict:
+        """Training loss and action-token accuracy for a batch from `encode(..., actions=...)`."""
+        spec = self.spec
+        n = spec.chunk_size * spec.action_dim
+        valid = ~batch["action_is_pad"].to(self.device).repeat_interleave(spec.action_dim, dim=1)  # [B, n]
+        bins = (batch["target_ids"].to(self.device).reshape(-1, n) - self.action_ids[0])
+        if spec.head == "tokens":
+            self._set_injections(batch)
+            try:
+                out = self.lm.model(**self._model_inputs(batch))
+            finally:
+                self._inject = {}
+            hidden = out.last_hidden_state[:, -(n + 2):-1]  # the positions that predict actions + end
+            logits = self._action_logits(hidden, with_eos=True)
+            targets = torch.cat([bins, bins.new_full((bins.shape[0], 1), logits.shape[-1] - 1)], 1)
+            weights = torch.cat([valid, valid.new_ones((valid.shape[0], 1))], 1).float()
+            loss = (F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+                    * weights.flatten()).sum() / weights.sum()
+            pred = logits[:, :n, :-1].argmax(-1)
+        else:
+            hidden = self._parallel_hidden(batch)
+            if spec.output == "tokens":
+                logits = self._action_logits(hidden)
+                loss = (F.cross_entropy(logits.flatten(0, 1).float(), bins.flatten(), reduction="none")
+                        * valid.flatten()).sum() / valid.sum()
+                pred = logits.argmax(-1)
+            else:
+                values = self.regressor(hidden).squeeze(-1).float()
+                target = batch["target_norm"].to(self.device).reshape(-1, n)
+                loss = ((values - target).abs() * valid).sum() / valid.sum()
+                ids = self.action_tokenizer.encode_normalized(values.detach().cpu().numpy().reshape(-1, spec.action_dim))
+                pred = torch.as_tensor(ids.reshape(values.shape), device=self.device) - self.action_ids[0]
+        accuracy = ((pred == bins) & valid).sum().float() / valid.sum()
+        return {"loss": loss, "accuracy": accuracy.detach()}
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> np.ndarray:
+        """Actions [B, H, 7] (un-normalised) for a batch from `encode(...)` without actions."""
+        spec = self.spec
+        n = spec.chunk_size * spec.action_dim
+        B = batch["input_ids"].shape[0]
+        if spec.head == "tokens":
+            self._set_injections(batch)
+            try:
+                out = self.lm.generate(**self._model_inputs(batch), max_new_tokens=n, min_new_tokens=n,
+                                       do_sample=False, use_cache=True, pad_token_id=self.pad_id,
+                                       logits_processor=LogitsProcessorList([_ActionIdsOnly(self.action_ids)]))
+            finally:
+                self._inject = {}
+            ids = out[:, -n:].cpu().numpy()
+            return self.action_tokenizer.decode(ids.reshape(B, spec.chunk_size, spec.action_dim))
+        hidden = self._parallel_hidden(batch)
+        if spec.output == "tokens":
+            ids = (self._action_logits(hidden).argmax(-1) + self.action_ids[0]).cpu().numpy()
+            return self.action_tokenizer.decode(ids.reshape(B, spec.chunk_size, spec.action_dim))
+        values = self.regressor(hidden).squeeze(-1).float().clamp(-1, 1).cpu().numpy()
+        return self.action_stats.unnormalize(values.reshape(B, spec.chunk_size, spec.action_dim))
