@@ -267,18 +267,26 @@ class TurnKnob(Skill):
         ]
 
 
-class OpenDrawer(Skill):
-    """Open a drawer (a slide joint under a BDDL region): take its handle from the front with
-    the hand turned horizontal, fingers closing vertically, and pull it out."""
+class Drawer(Skill):
+    """Open or close a drawer (a slide joint under a BDDL region). Open: take its handle from
+    the front with the hand turned horizontal, fingers closing vertically, and pull it out.
+    Close: the same hand, fingers shut, pushes the handle in. Done by the fixture's own check."""
 
-    def __init__(self, env: LiberoEnv, region: str, gain: float = 20.0):
+    def __init__(self, env: LiberoEnv, region: str, open: bool, gain: float = 20.0):
         super().__init__(env, gain)
         rs = env.robosuite_env
         site = rs.object_sites_dict[region]
         self.joint = site.joints[0]
-        art = rs.get_object(site.parent_name).object_properties["articulation"]
-        self.open_below = max(art["default_open_ranges"])  # LIBERO: open while qpos < this
+        self.fixture = rs.get_object(site.parent_name)
+        art = self.fixture.object_properties["articulation"]
         self.opens_negative = max(art["default_open_ranges"]) < min(art["default_close_ranges"])
+        self.open = open
+
+    def _done(self) -> bool:
+        q = gt.joint_info(self.env, self.joint).qpos
+        step = 0.01 if self.opens_negative else -0.01  # 1 cm against the opening direction
+        # a little past the fixture's own threshold, so the goal check holds when the hand lets go
+        return self.fixture.is_open(q + step) if self.open else self.fixture.is_close(q - step)
 
     def plan(self) -> list[Phase]:
         j = gt.joint_info(self.env, self.joint)
@@ -291,13 +299,19 @@ class OpenDrawer(Skill):
         local = np.stack([a_l, c_l, np.cross(a_l, c_l)], 1)
         world = np.stack([a_w, c_w, np.cross(a_w, c_w)], 1)
         self.R_goal = world @ local.T
-        opened = (lambda: gt.joint_info(self.env, self.joint).qpos < self.open_below - 0.01) if self.opens_negative \
-            else (lambda: gt.joint_info(self.env, self.joint).qpos > self.open_below + 0.01)
+        if self._done():
+            return []  # already as wanted (LIBERO starts some drawers open)
+        if not self.open:
+            return [
+                Phase("approach", lambda: handle + 0.10 * out, CLOSE, tol=0.015, max_steps=100),
+                Phase("push", lambda: handle - 0.25 * out, CLOSE, reached=self._done, max_steps=100),
+                Phase("retreat", lambda: self._eef() + 0.1 * out, OPEN, tol=0.02, min_steps=5, max_steps=20),
+            ]
         return [
             Phase("approach", lambda: handle + 0.12 * out, OPEN, tol=0.015, max_steps=100),
             Phase("reach", lambda: handle + 0.005 * out, OPEN, tol=0.008, max_steps=50),
             Phase("close", lambda: handle, CLOSE, tol=1.0, min_steps=10, max_steps=10),
-            Phase("pull", lambda: handle + 0.16 * out, CLOSE, reached=opened, max_steps=80),
+            Phase("pull", lambda: handle + 0.16 * out, CLOSE, reached=self._done, max_steps=80),
             Phase("release", lambda: self._eef(), OPEN, tol=1.0, min_steps=8, max_steps=8),
             Phase("retreat", lambda: handle + 0.24 * out, OPEN, tol=0.02, max_steps=20),
         ]
@@ -306,29 +320,42 @@ class OpenDrawer(Skill):
 class TaskExpert:
     """The expert for a whole BDDL goal: one skill per predicate, in order (the chained libero_10
     goals included): pick-and-place for `on` / `in` (opening a drawer first when the target is
-    inside one), a knob turn for `turnon` / `turnoff`, a pull for `open`. Other predicates
-    (`close`, pushing) raise UnsupportedTask."""
+    inside one), a knob turn for `turnon` / `turnoff`, a pull or push for a drawer's `open` /
+    `close`. Other goals (pushing an object, a hinged door) raise UnsupportedTask."""
 
     def __init__(self, env: LiberoEnv):
         goals = env.robosuite_env.parsed_problem["goal_state"]
-        unsupported = [g for g in goals if g[0].lower() not in ("on", "in", "turnon", "turnoff", "open")]
+        unsupported = [g for g in goals if g[0].lower() not in ("on", "in", "turnon", "turnoff", "open", "close")
+                       or (g[0].lower() in ("open", "close") and not self._is_drawer(env, g[1]))]
         if unsupported:
             raise UnsupportedTask(f"no scripted strategy for {unsupported} in {env.task.name}")
-        # knobs first: a pot set on a stove would be in the way of its knob's turn
-        goals = sorted(goals, key=lambda g: g[0].lower() not in ("turnon", "turnoff"))
+        # knobs first (a pot set on a stove would be in the way of its knob's turn), closing last
+        # (what goes into a drawer goes in before it shuts)
+        goals = sorted(goals, key=lambda g: (g[0].lower() == "close") - (g[0].lower() in ("turnon", "turnoff")))
         self.env = env
         self.steps = [skill for g in goals for skill in self._skills(env, g)]
+
+    @staticmethod
+    def _is_drawer(env: LiberoEnv, region: str) -> bool:
+        import mujoco
+
+        site = env.robosuite_env.object_sites_dict.get(region)
+        if site is None or not getattr(site, "joints", None):
+            return False
+        model = env.sim.model._model
+        jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, site.joints[0])
+        return jid >= 0 and model.jnt_type[jid] == mujoco.mjtJoint.mjJNT_SLIDE
 
     @staticmethod
     def _skills(env: LiberoEnv, goal: list[str]) -> list[Skill]:
         kind = goal[0].lower()
         if kind in ("turnon", "turnoff"):
             return [TurnKnob(env, goal[1], on=kind == "turnon")]
-        if kind == "open":
-            return [OpenDrawer(env, goal[1])]
+        if kind in ("open", "close"):
+            return [Drawer(env, goal[1], open=kind == "open")]
         site = env.robosuite_env.object_sites_dict.get(goal[2])
         if kind == "in" and site is not None and getattr(site, "joints", None):
-            return [OpenDrawer(env, goal[2]), PickPlace(env, goal[1], goal[2])]  # into a drawer: open it first
+            return [Drawer(env, goal[2], open=True), PickPlace(env, goal[1], goal[2])]  # into a drawer: open it first
         return [PickPlace(env, goal[1], goal[2])]
 
     def reset(self) -> None:
