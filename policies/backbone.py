@@ -168,3 +168,17 @@ def build_backbone(cfg, extra_tokens: list[str] = (), seed: int = 0) -> Backbone
     if len(tok) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tok), mean_resizing=False)
     return Backbone(model, tok, proc, family, text_vocab)
+
+
+def build_backbone_from_dir(folder, family: str, text_vocab_size: int, dtype: str = "auto",
+                            attn_implementation: str = "sdpa") -> Backbone:
+    """The backbone of a saved checkpoint: architecture, tokenizer and image processor from the
+    folder (weights come from the checkpoint's model.safetensors), no network."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(folder)
+    config._attn_implementation = attn_implementation
+    model = AutoModelForImageTextToText.from_config(config, dtype=_dtype(dtype))
+    tok = PreTrainedTokenizerFast.from_pretrained(folder)
+    proc = Qwen2VLImageProcessorPil.from_pretrained(folder)
+    return Backbone(model, tok, proc, family, int(text_vocab_size))

@@ -172,6 +172,8 @@ class VLAModel(nn.Module):
         batch = {"input_ids": input_ids, "attention_mask": mask, "pixel_values": pix["pixel_values"],
                  "image_grid_thw": pix["image_grid_thw"], "mm_token_type_ids": (input_ids == self.image_token_id).int()}
         if spec.use_state:
+            if states is None:
+                raise ValueError("this policy reads the proprioceptive state: the observation needs 'state' [B, 8]")
             batch["state"] = torch.as_tensor(self.state_normalizer(np.asarray(states, np.float32).reshape(B, -1)))
         if actions is not None:
             a = np.asarray(actions, np.float32).reshape(B, -1, spec.action_dim)
@@ -262,20 +264,26 @@ class VLAModel(nn.Module):
         return {"loss": loss, "accuracy": accuracy.detach()}
 
     @torch.no_grad()
+    def generate_action_ids(self, batch: dict) -> np.ndarray:
+        """tokens head: greedy autoregressive decoding (KV cache) of 7*H ids, only action ids allowed."""
+        n = self.spec.chunk_size * self.spec.action_dim
+        self._set_injections(batch)
+        try:
+            out = self.lm.generate(**self._model_inputs(batch), max_new_tokens=n, min_new_tokens=n,
+                                   do_sample=False, use_cache=True, pad_token_id=self.pad_id,
+                                   logits_processor=LogitsProcessorList([_ActionIdsOnly(self.action_ids)]))
+        finally:
+            self._inject = {}
+        return out[:, -n:].cpu().numpy()
+
+    @torch.no_grad()
     def predict(self, batch: dict) -> np.ndarray:
         """Actions [B, H, 7] (un-normalised) for a batch from `encode(...)` without actions."""
         spec = self.spec
         n = spec.chunk_size * spec.action_dim
         B = batch["input_ids"].shape[0]
         if spec.head == "tokens":
-            self._set_injections(batch)
-            try:
-                out = self.lm.generate(**self._model_inputs(batch), max_new_tokens=n, min_new_tokens=n,
-                                       do_sample=False, use_cache=True, pad_token_id=self.pad_id,
-                                       logits_processor=LogitsProcessorList([_ActionIdsOnly(self.action_ids)]))
-            finally:
-                self._inject = {}
-            ids = out[:, -n:].cpu().numpy()
+            ids = self.generate_action_ids(batch)
             return self.action_tokenizer.decode(ids.reshape(B, spec.chunk_size, spec.action_dim))
         hidden = self._parallel_hidden(batch)
         if spec.output == "tokens":

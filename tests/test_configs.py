@@ -1,18 +1,11 @@
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import load_config as load
 from hydra.errors import ConfigCompositionException
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
-
-
-def load(*overrides):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 @pytest.mark.parametrize("suite, steps", MAX_STEPS.items())

@@ -1,0 +1,119 @@
+"""Checkpoint folders (the design's format), written atomically, read without unpickling:
+
+    model.safetensors     every weight of the VLA (backbone, LoRA adapters, head)
+    policy.json           PolicySpec, backbone family, text vocabulary size, LoRA settings
+    config.yaml           the resolved hydra config of the run
+    action_stats.json     q01/q99/... of the training actions (un-normalisation at inference)
+    state_stats.json      mean/std of the proprioceptive state (when the policy reads it)
+    backbone/             the backbone's HF config, tokenizer and image processor files
+    trainer_state.json    (training checkpoints) step, scheduler, RNG states; optimizer.safetensors
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from action_tokenizer import ActionStats
+
+from .backbone import Backbone, build_backbone_from_dir
+from .transforms import StateNormalizer
+from .vla_model import PolicySpec, VLAModel
+
+REQUIRED = ("model.safetensors", "policy.json", "action_stats.json", "backbone/config.json")
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def apply_lora(model: VLAModel, lora: dict | None) -> None:
+    """LoRA adapters (peft) on the language model's projections, in place; other backbone
+    weights freeze, the head stays trainable."""
+    if not lora:
+        return
+    from peft import LoraConfig, inject_adapter_in_model
+
+    cfg = LoraConfig(r=int(lora.get("r", 32)), lora_alpha=int(lora.get("alpha", 16)),
+                     lora_dropout=float(lora.get("dropout", 0.0)),
+                     target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
+    inject_adapter_in_model(cfg, model.lm)
+    for name, p in model.lm.named_parameters():
+        p.requires_grad = "lora_" in name
+
+
+def save_checkpoint(path: str | Path, model: VLAModel, config_yaml: str, lora: dict | None = None,
+                    trainer_state: dict | None = None, optimizer_tensors: dict | None = None) -> Path:
+    """Write a checkpoint folder; a crash mid-way leaves the previous one intact."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "backbone").mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    meta = {"format": 1, "spec": model.spec.to_dict(), "family": model.family,
+            "text_vocab_size": model.text_vocab_size, "lora": lora}
+    (tmp / "policy.json").write_text(json.dumps(meta, indent=2))
+    (tmp / "config.yaml").write_text(config_yaml)
+    model.action_stats.to_json(tmp / "action_stats.json")
+    if model.state_normalizer is not None:
+        (tmp / "state_stats.json").write_text(json.dumps(model.state_normalizer.to_dict()))
+    model.lm.config.save_pretrained(tmp / "backbone")
+    model.tokenizer.save_pretrained(tmp / "backbone")
+    model.image_processor.save_pretrained(tmp / "backbone")
+    if trainer_state is not None:
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state))
+    if optimizer_tensors:
+        save_file({k: v.contiguous() for k, v in optimizer_tensors.items()}, str(tmp / "optimizer.safetensors"))
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def check_checkpoint(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {path}")
+    missing = [f for f in REQUIRED if not (path / f).exists()]
+    if missing:
+        raise CheckpointError(f"{path} is not a vla checkpoint: missing {', '.join(missing)}")
+    return path
+
+
+def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype: str = "auto") -> VLAModel:
+    path = check_checkpoint(path)
+    try:
+        meta = json.loads((path / "policy.json").read_text())
+        spec = PolicySpec(**meta["spec"])
+        stats = ActionStats.from_json(path / "action_stats.json")
+        state = None
+        if (path / "state_stats.json").exists():
+            s = json.loads((path / "state_stats.json").read_text())
+            state = StateNormalizer(s["mean"], s["std"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable policy metadata ({type(e).__name__}: {e})") from None
+    backbone: Backbone = build_backbone_from_dir(path / "backbone", meta["family"], meta["text_vocab_size"], dtype)
+    model = VLAModel(backbone, spec, stats, state)
+    apply_lora(model, meta.get("lora"))
+    try:
+        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+    except Exception as e:  # a truncated or foreign file: say which, not safetensors' internals
+        raise CheckpointError(f"{path / 'model.safetensors'} cannot be read: {e}") from None
+    if missing or unexpected:
+        raise CheckpointError(f"{path / 'model.safetensors'} does not match the policy it describes: "
+                              f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    return model.to(device).eval()
+
+
+def load_trainer_state(path: str | Path) -> tuple[dict, dict]:
+    path = Path(path)
+    state = json.loads((path / "trainer_state.json").read_text())
+    opt = load_file(str(path / "optimizer.safetensors")) if (path / "optimizer.safetensors").exists() else {}
+    return state, opt
