@@ -73,13 +73,10 @@ def main():
     dataset = args.get("dataset")
     tmp = None
     if dataset is None:
-        from vla.collect import collect
+        from vla.collect import collect_demos
 
         tmp = tempfile.TemporaryDirectory()
-        dataset = str(Path(tmp.name) / "ds")
-        collect(OmegaConf.merge(config(), OmegaConf.create({
-            "suite": {"name": "libero_spatial"}, "episodes_per_task": 2, "tasks": [0], "cameras": ["agentview", "robot0_eye_in_hand"],
-            "resolution": 128, "fast_render": True, "layouts": "random", "max_attempts_per_episode": 3, "seed": 0, "out": dataset})))
+        dataset = collect_demos("libero_spatial", Path(tmp.name) / "ds", 2, ["agentview", "robot0_eye_in_hand"], 128, tasks=[0])
     sps, share = training_speed(dataset, int(args.get("train_steps", 40)))
     print(f"training (tokens head, batch 8): {sps:.1f} samples/s, data loading {share:.1%} of the step time")
     print(f"RESULT parallel_vs_ar_speedup={ar / par:.2f} data_loading_share={share:.3f} "

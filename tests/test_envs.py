@@ -96,6 +96,7 @@ def test_step_validates_actions(env):
     ("libero_object", 1, 0),  # a box, taken across its narrow side
     ("libero_goal", 7, 0),  # the stove's knob
     ("libero_goal", 0, 0),  # a drawer, pulled by its handle
+    ("libero_90", 28, 0),  # a drawer, pushed shut
 ])
 def test_expert_succeeds(suite, task, init):
     e = LiberoEnv(suite, task, camera_obs=False)

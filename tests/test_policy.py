@@ -205,3 +205,18 @@ def test_model_free_policies_follow_the_protocol():
     out = policy.act(obs)
     assert out.shape == (2, 1, 7) and out[0, 0, 0] == np.float32(0.1) and out[1, 0, 0] == np.float32(-0.2)
     assert [c.resets for c in controllers] == [1, 1]
+
+
+def test_lora_trains_only_adapters_and_the_head(demo_dataset, tmp_path):
+    ckpt = train(load_config(*TINY, "train.lora={r: 4, alpha: 8}", "train.freeze_vision=true", "train.max_steps=3",
+                             "train.lr=1e-2", f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path}"))
+    trained = load_model_from_checkpoint(ckpt)
+    fresh = build_backbone(OmegaConf.to_container(load_config(*TINY).model), extra_tokens(trained.spec), seed=0).model
+    before = dict(fresh.named_parameters())
+    changed = {n for n, p in trained.lm.named_parameters()
+               if n.replace(".base_layer", "") in before and not torch.equal(p, before[n.replace(".base_layer", "")])}
+    assert not changed, f"frozen backbone weights changed: {sorted(changed)[:3]}"
+    lora = [p for n, p in trained.lm.named_parameters() if "lora_B" in n]
+    assert lora and any(p.abs().sum() > 0 for p in lora)  # lora_B starts at zero: it moved
+    obs = random_obs()
+    np.testing.assert_array_equal(VLAPolicy(trained).act(obs), VLAPolicy.from_checkpoint(ckpt).act(obs))

@@ -114,6 +114,15 @@ def collect(cfg: DictConfig) -> Path:
     return out
 
 
+def collect_demos(suite: str, out, episodes_per_task: int, cameras: list[str], resolution: int,
+                  tasks: list[int] | None = None, seed: int = 0) -> Path:
+    """collect() with configs/collect.yaml's defaults, from code (training's auto-collection, benchmarks)."""
+    return collect(OmegaConf.create({
+        "suite": {"name": suite}, "episodes_per_task": episodes_per_task, "tasks": tasks, "cameras": list(cameras),
+        "resolution": resolution, "fast_render": True, "layouts": "random", "max_attempts_per_episode": 3,
+        "seed": seed, "out": str(out)}))
+
+
 @hydra.main(config_path="../configs", config_name="collect", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     print(OmegaConf.to_yaml(cfg, resolve=True))

@@ -33,13 +33,11 @@ def ensure_dataset(cfg: DictConfig) -> Path:
     if not cfg.train.collect_if_missing:
         raise TrainError(f"dataset {root} not found; collect it with `python -m vla.collect suite={cfg.suite.name} "
                          f"episodes_per_task=N out={root}` or point train.dataset at a LeRobotDataset v3.0 folder")
-    from .collect import collect
+    from .collect import collect_demos
 
     print(f"dataset {root} not found: collecting {cfg.train.collect_episodes_per_task} scripted episodes per task first")
-    collect(OmegaConf.create({
-        "suite": {"name": cfg.suite.name}, "episodes_per_task": cfg.train.collect_episodes_per_task, "tasks": None,
-        "cameras": list(cfg.train.cameras), "resolution": cfg.train.resolution, "fast_render": True,
-        "layouts": "random", "max_attempts_per_episode": 3, "seed": cfg.seed, "out": str(root)}))
+    collect_demos(cfg.suite.name, root, cfg.train.collect_episodes_per_task, list(cfg.train.cameras),
+                  cfg.train.resolution, seed=cfg.seed)
     return root
 
 
