@@ -220,3 +220,23 @@ def test_lora_trains_only_adapters_and_the_head(demo_dataset, tmp_path):
     assert lora and any(p.abs().sum() > 0 for p in lora)  # lora_B starts at zero: it moved
     obs = random_obs()
     np.testing.assert_array_equal(VLAPolicy(trained).act(obs), VLAPolicy.from_checkpoint(ckpt).act(obs))
+
+
+def test_pretrained_checkpoint_loads_from_a_local_folder(tmp_path):
+    """The path a user's real (VST, XVR, Qwen) checkpoint takes: from_pretrained on a folder with
+    config, weights, tokenizer and preprocessor files; here a tiny one saved by transformers."""
+    cfg = OmegaConf.to_container(load_config("model=tiny_qwen2_5_vl").model)
+    saved = build_backbone(cfg)
+    for part in (saved.model, saved.tokenizer, saved.image_processor):
+        part.save_pretrained(tmp_path)
+    spec = PolicySpec(resolution=64)
+    loaded = build_backbone({**cfg, "pretrained": str(tmp_path), "tiny": None}, extra_tokens(spec))
+    assert loaded.text_vocab_size == QWEN_TEXT_VOCAB
+    ids = torch.tensor([saved.tokenizer("pick up the bowl")["input_ids"]])
+    with torch.no_grad():
+        np.testing.assert_array_equal(saved.model(input_ids=ids).logits.numpy(), loaded.model(input_ids=ids).logits.numpy())
+    acts = np.random.default_rng(0).uniform(-1, 1, (64, 7)).astype(np.float32)
+    model = VLAModel(loaded, spec, ActionStats.from_actions(acts), StateNormalizer(np.zeros(8), np.ones(8))).eval()
+    assert VLAPolicy(model).act(random_obs()).shape == (2, 1, 7)
+    with pytest.raises(ValueError, match="cannot load model.pretrained"):
+        build_backbone({**cfg, "pretrained": str(tmp_path / "missing"), "tiny": None})
