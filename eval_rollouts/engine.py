@@ -1,0 +1,138 @@
+"""The batched rollout engine: N env workers, ONE policy.act call per step over every worker
+that has an observation ready, action chunks executed open-loop for `replan_steps`, finished
+workers recycled onto the next (task, init state). A worker that dies is restarted and its
+episode retried once; every finished episode is logged before the next one starts."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from multiprocessing.connection import wait
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .results import ResultsLog
+from .videos import write_video
+from .worker import EnvSpec, EnvWorker
+
+
+class ExpertPolicy:
+    """policy=scripted: the action the worker's scripted expert chose for the observation it sent."""
+
+    needs_expert = True
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs_batch: dict) -> np.ndarray:
+        acts = obs_batch["expert_action"]
+        if any(a is None for a in acts):
+            raise ValueError("the scripted expert has no strategy for one of these tasks")
+        return np.stack([np.asarray(a, np.float32) for a in acts])[:, None, :]
+
+
+def _batch(obs: list[dict], extras: list[dict]) -> dict:
+    batch = {"images": {c: np.stack([o["images"][c] for o in obs]) for c in obs[0]["images"]},
+             "state": np.stack([o["state"] for o in obs]), "instruction": [o["instruction"] for o in obs]}
+    if "expert_action" in extras[0]:
+        batch["expert_action"] = [e["expert_action"] for e in extras]
+    return batch
+
+
+def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog, num_envs: int = 4,
+        replan_steps: int = 1, video_dir: Path | None = None, video_episodes: set = frozenset(),
+        python: str | None = None, instructions: dict | None = None) -> list[dict]:
+    todo = deque(e for e in episodes if e not in log.done)
+    bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc=f"eval {spec.suite}", unit="ep")
+    if not todo:
+        bar.close()
+        return log.records
+    record = bool(video_episodes) and video_dir is not None
+    spec = EnvSpec(**{**spec.__dict__, "record": record})
+    workers = [EnvWorker(spec, python) for _ in range(min(num_envs, len(todo)))]
+    state: dict[int, dict] = {}  # worker index -> its episode: key, tries, latest reply, frames, start time
+    t0, done_now = time.time(), 0
+    policy.reset()
+
+    def start(i: int, key=None, tries: int = 0) -> None:
+        if key is None:
+            if not todo:
+                state.pop(i, None)
+                return
+            key = todo.popleft()
+        state[i] = {"key": key, "tries": tries, "reply": None, "pending": "reset", "frames": [], "t": time.time()}
+        workers[i].send("reset", key)
+
+    def finish(i: int, success: bool, steps: int, error: str | None = None) -> None:
+        nonlocal done_now
+        s = state[i]
+        rec = {"task": s["key"][0], "init": s["key"][1], "success": bool(success), "steps": steps,
+               "seconds": round(time.time() - s["t"], 2)}
+        if s["tries"]:
+            rec["retried"] = True
+        if error:
+            rec["error"] = error
+        if record and s["key"] in video_episodes and s["frames"]:
+            name = f"task{s['key'][0]:02d}_init{s['key'][1]:02d}_{'success' if success else 'failure'}.mp4"
+            rec["video"] = str(write_video(video_dir / name, s["frames"], s["instruction"], success))
+        log.add(rec)
+        done_now += 1
+        bar.update(1)
+        ok = sum(r["success"] for r in log.records)
+        bar.set_postfix(success=f"{ok}/{len(log.records)}", eps_per_s=f"{done_now / (time.time() - t0):.3f}")
+        start(i)
+
+    def receive(i: int) -> None:
+        try:
+            reply = workers[i].recv()
+        except RuntimeError as e:  # dead or failed: a fresh worker, and one more try for the episode
+            workers[i].close()
+            workers[i] = EnvWorker(spec, python)
+            s = state[i]
+            if s["tries"] == 0:
+                tqdm.write(f"worker {i} failed on task {s['key'][0]} init {s['key'][1]}; retrying once")
+                start(i, s["key"], tries=1)
+            else:
+                finish(i, False, 0, error=str(e).splitlines()[0])
+            return
+        s = state[i]
+        s["pending"] = None
+        s["frames"] += reply.pop("frames")
+        if "instruction" in reply:
+            s["instruction"] = reply["instruction"]
+        if reply["done"]:
+            finish(i, reply["success"], reply["steps"])
+        else:
+            reply["obs"]["instruction"] = s["instruction"]
+            s["reply"] = reply
+
+    try:
+        for i in range(len(workers)):
+            start(i)
+        while state:
+            # steps come back fast: wait for all of them; resets (seconds) join when they are ready
+            for i in [i for i, s in state.items() if s["pending"] == "step"]:
+                receive(i)
+            resetting = [i for i, s in state.items() if s["pending"] == "reset"]
+            if resetting and not any(s["reply"] is not None for s in state.values()):
+                wait([workers[i].conn for i in resetting])
+            for i in resetting:
+                if i in state and state[i]["pending"] == "reset" and workers[i].conn.poll():
+                    receive(i)
+            live = [i for i, s in state.items() if s["reply"] is not None]
+            if not live:
+                continue
+            replies = [state[i]["reply"] for i in live]
+            actions = np.asarray(policy.act(_batch([r["obs"] for r in replies], replies)), np.float32)
+            if actions.ndim != 3 or actions.shape[0] != len(live) or actions.shape[2] != 7:
+                raise ValueError(f"policy.act returned shape {actions.shape}, expected ({len(live)}, H, 7)")
+            for j, i in enumerate(live):
+                state[i].update(reply=None, pending="step")
+                workers[i].send("step", actions[j, :replan_steps])
+    finally:
+        bar.close()
+        for w in workers:
+            w.close()
+    return log.records

@@ -1,0 +1,92 @@
+"""Episode results on disk: one JSON line per finished episode (written as it completes, so a
+killed evaluation resumes without re-running or double-counting), and the success table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate k/n."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+class ResultsLog:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.records: list[dict] = []
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    self.records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a line cut by a kill: that episode runs again
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+
+    @property
+    def done(self) -> set[tuple[int, int]]:
+        return {(r["task"], r["init"]) for r in self.records}
+
+    def add(self, record: dict) -> None:
+        self.records.append(record)
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def summarize(records: list[dict], instructions: dict[int, str]) -> dict:
+    rows = []
+    for t in sorted({r["task"] for r in records}):
+        rs = [r for r in records if r["task"] == t]
+        k = sum(r["success"] for r in rs)
+        lo, hi = wilson(k, len(rs))
+        rows.append({"task": t, "instruction": instructions.get(t, ""), "successes": k, "episodes": len(rs),
+                     "success_rate": k / len(rs), "ci95": [lo, hi]})
+    k, n = sum(r["successes"] for r in rows), sum(r["episodes"] for r in rows)
+    lo, hi = wilson(k, n)
+    return {"tasks": rows, "successes": k, "episodes": n, "success_rate": k / n if n else 0.0, "ci95": [lo, hi],
+            "average_task_success": sum(r["success_rate"] for r in rows) / len(rows) if rows else 0.0}
+
+
+def markdown(summary: dict, title: str) -> str:
+    lines = [f"**{title}**: {summary['successes']}/{summary['episodes']} "
+             f"({100 * summary['success_rate']:.1f}%, 95% CI {100 * summary['ci95'][0]:.1f}-{100 * summary['ci95'][1]:.1f})", "",
+             "| task | instruction | success | 95% CI |", "|---|---|---|---|"]
+    for r in summary["tasks"]:
+        lines.append(f"| {r['task']} | {r['instruction']} | {r['successes']}/{r['episodes']} ({100 * r['success_rate']:.0f}%) "
+                     f"| {100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(out: Path, summary: dict, title: str) -> None:
+    """success.json, success.md and success.png (per-task bars with their intervals)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (out / "success.json").write_text(json.dumps(summary, indent=2))
+    (out / "success.md").write_text(markdown(summary, title))
+    rows = summary["tasks"]
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(rows) + 2), 3.2))
+    rates = [100 * r["success_rate"] for r in rows]
+    err = [[rates[i] - 100 * r["ci95"][0] for i, r in enumerate(rows)], [100 * r["ci95"][1] - rates[i] for i, r in enumerate(rows)]]
+    ax.bar(range(len(rows)), rates, yerr=err, capsize=3, color="#4c72b0")
+    ax.set_xticks(range(len(rows)), [str(r["task"]) for r in rows])
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("task")
+    ax.set_ylabel("success (%)")
+    ax.set_title(f"{title}: {100 * summary['success_rate']:.1f}% average")
+    fig.tight_layout()
+    fig.savefig(out / "success.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,112 @@
+"""An env worker: one process that owns one LIBERO env and answers reset / step requests over a
+pipe. Started with multiprocessing's spawn method, optionally under another Python interpreter
+(`python=`), so a simulator with conflicting dependencies can run beside the policy's."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    suite: str
+    cameras: tuple[str, ...]
+    resolution: int
+    fast_render: bool = True
+    max_steps: int | None = None  # None: the suite's protocol value
+    expert: bool = False  # also send the scripted expert's action with each observation
+    record: bool = False  # send every frame of an episode (for videos), not only the last
+
+
+def _serve(conn, spec: EnvSpec) -> None:
+    from envs.experts import UnsupportedTask, make_expert
+    from envs.libero_env import LiberoEnv
+
+    env, task, expert = None, None, None
+
+    def reply(obs, **extra):
+        if spec.expert:
+            extra["expert_action"] = expert.act(obs) if expert is not None else None
+        conn.send(("ok", {"obs": obs, **extra}))
+
+    while True:
+        cmd, arg = conn.recv()
+        try:
+            if cmd == "close":
+                break
+            if cmd == "crash":  # for tests: die the way a segfaulting simulator would
+                import os
+
+                os._exit(1)
+            if cmd == "reset":
+                t, init = arg
+                if t != task:
+                    if env is not None:
+                        env.close()
+                    env, task = LiberoEnv(spec.suite, t, cameras=list(spec.cameras), resolution=spec.resolution,
+                                          fast_render=spec.fast_render, max_steps=spec.max_steps), t
+                obs, _ = env.reset(init_state_index=init)
+                expert = None
+                if spec.expert:
+                    try:
+                        expert = make_expert(env)
+                        expert.reset()
+                    except UnsupportedTask:
+                        expert = None
+                reply(obs, done=False, success=False, steps=0, frames=[obs["images"]] if spec.record else [],
+                      instruction=env.instruction)
+            elif cmd == "step":
+                frames, done, info = [], False, {"success": False, "steps": 0}
+                for a in np.asarray(arg, np.float32).reshape(-1, 7):
+                    obs, _, term, trunc, info = env.step(a)
+                    if spec.record:
+                        frames.append(obs["images"])
+                    if term or trunc:
+                        done = True
+                        break
+                reply(obs, done=done, success=bool(info["success"]), steps=int(info["steps"]), frames=frames)
+            else:
+                raise ValueError(f"unknown worker command {cmd!r}")
+        except Exception:
+            conn.send(("error", traceback.format_exc()))
+    if env is not None:
+        env.close()
+
+
+class EnvWorker:
+    """The parent's handle on a worker process."""
+
+    def __init__(self, spec: EnvSpec, python: str | None = None):
+        ctx = mp.get_context("spawn")
+        if python:
+            ctx.set_executable(python)
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(child, spec), daemon=True)
+        self.process.start()
+        child.close()
+
+    def send(self, cmd: str, arg=None) -> None:
+        self.conn.send((cmd, arg))
+
+    def recv(self) -> dict:
+        """The worker's reply; RuntimeError if it failed or died."""
+        try:
+            status, payload = self.conn.recv()
+        except (EOFError, ConnectionResetError, BrokenPipeError) as e:
+            raise RuntimeError(f"env worker died (exit code {self.process.exitcode})") from e
+        if status == "error":
+            raise RuntimeError(f"env worker failed:\n{payload}")
+        return payload
+
+    def close(self) -> None:
+        try:
+            self.conn.send(("close", None))
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()

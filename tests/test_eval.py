@@ -1,0 +1,97 @@
+"""Batched rollout evaluation with real LIBERO env workers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import numpy as np
+import psutil
+from conftest import load_config
+
+from eval_rollouts import engine
+from eval_rollouts.engine import ExpertPolicy
+from eval_rollouts.results import ResultsLog, wilson
+from eval_rollouts.worker import EnvSpec
+from vla.eval import evaluate
+
+SMALL = ["suite.resolution=64", "eval.num_envs=2"]
+
+
+def test_scripted_expert_through_the_batched_engine(tmp_path):
+    cfg = load_config(*SMALL, "eval.policy=scripted", "eval.tasks=[0,1]", "eval.trials_per_task=3",
+                      "eval.save_videos=1", f"eval.out={tmp_path}")
+    summary = evaluate(cfg)
+    assert summary["episodes"] == 6 and summary["successes"] >= 5
+    table = (tmp_path / "success.md").read_text()
+    assert "| 0 | pick up the black bowl between the plate and the ramekin" in table
+    assert json.loads((tmp_path / "success.json").read_text())["episodes"] == 6
+    assert (tmp_path / "success.png").stat().st_size > 1000
+    records = [json.loads(l) for l in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    assert sorted((r["task"], r["init"]) for r in records) == [(t, k) for t in (0, 1) for k in range(3)]
+    videos = sorted((tmp_path / "videos").glob("*.mp4"))
+    assert len(videos) == 2
+    rec = next(r for r in records if r.get("video") == str(videos[0]))
+    with av.open(str(videos[0])) as f:
+        frames = [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+    assert len(frames) == rec["steps"] + 1 and frames[0].shape[1] >= 2 * 64  # both cameras side by side
+
+
+def test_random_policy_scores_nothing(tmp_path):
+    summary = evaluate(load_config(*SMALL, "eval.policy=random", "eval.tasks=[0]", "eval.trials_per_task=2",
+                                   "eval.max_steps=40", "eval.save_videos=0", f"eval.out={tmp_path}"))
+    assert summary["episodes"] == 2 and summary["successes"] == 0
+
+
+class KillsAWorker(ExpertPolicy):
+    """The expert, except that on its 5th call one env worker process is SIGKILLed mid-episode."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def act(self, obs_batch):
+        self.calls += 1
+        if self.calls == 5:
+            workers = [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
+            os.kill(workers[0].pid, signal.SIGKILL)
+        return super().act(obs_batch)
+
+
+def test_a_dead_worker_is_replaced_and_its_episode_retried(tmp_path):
+    log = ResultsLog(tmp_path / "episodes.jsonl")
+    spec = EnvSpec("libero_spatial", ("agentview",), 64, expert=True)
+    engine.run(KillsAWorker(), spec, [(0, 0), (0, 1)], log, num_envs=2)
+    assert sorted((r["task"], r["init"]) for r in log.records) == [(0, 0), (0, 1)]
+    assert all(r["success"] and "error" not in r for r in log.records)
+    assert sum(r.get("retried", False) for r in log.records) == 1
+
+
+def test_a_killed_evaluation_resumes_to_the_same_table(tmp_path):
+    args = [sys.executable, "-m", "vla.eval", *SMALL, "eval.num_envs=1", "eval.policy=scripted", "eval.tasks=[0]",
+            "eval.trials_per_task=3", "eval.save_videos=0", f"eval.out={tmp_path}"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "episodes.jsonl"
+    deadline = time.time() + 300
+    while not (log.exists() and log.read_text().count("\n") >= 1):
+        assert proc.poll() is None and time.time() < deadline, "evaluation ended before its first episode"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = log.read_text().count("\n")
+    assert done_before < 3
+    subprocess.run(args, check=True, capture_output=True)
+    records = [json.loads(l) for l in log.read_text().splitlines()]
+    assert sorted(r["init"] for r in records) == [0, 1, 2]  # nothing re-run, nothing counted twice
+    assert json.loads((tmp_path / "success.json").read_text())["successes"] == 3
+
+
+def test_wilson_interval():
+    lo, hi = wilson(0, 10)
+    assert lo == 0 and 0.27 < hi < 0.28  # the textbook value 0.278
+    lo, hi = wilson(50, 50)
+    assert 0.92 < lo < 0.93 and hi == 1.0
+    lo, hi = wilson(5, 10)
+    assert abs(lo + hi - 1) < 1e-12  # symmetric around one half
