@@ -54,7 +54,7 @@ def training_speed(dataset: str, steps: int) -> tuple[float, float]:
 
     with tempfile.TemporaryDirectory() as out:
         cfg = config(f"train.dataset={dataset}", f"train.output_dir={out}", f"train.max_steps={steps}",
-                     f"train.save_every={steps}", "train.collect_if_missing=false")
+                     f"train.save_every={steps}", "train.collect_if_missing=false", "train.eval_trials_per_task=0")
         train(cfg)
         rows = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()][3:]  # skip warm-up
     data, step = sum(r["data_s"] for r in rows), sum(r["step_s"] for r in rows)

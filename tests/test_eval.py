@@ -95,3 +95,14 @@ def test_wilson_interval():
     assert 0.92 < lo < 0.93 and hi == 1.0
     lo, hi = wilson(5, 10)
     assert abs(lo + hi - 1) < 1e-12  # symmetric around one half
+
+
+def test_training_evaluates_its_final_checkpoint(demo_dataset, tmp_path):
+    from vla.train import train
+
+    ckpt = train(load_config("model.vocab=bytes", "train.resolution=64", f"train.dataset={demo_dataset}",
+                             f"train.output_dir={tmp_path}", "train.max_steps=2", "train.eval_trials_per_task=1",
+                             "eval.tasks=[0]", "eval.max_steps=15", "eval.num_envs=1", "eval.save_videos=0"))
+    summary = json.loads((tmp_path / "eval" / ckpt.name / "success.json").read_text())
+    assert summary["episodes"] == 1 and summary["tasks"][0]["task"] == 0
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))

@@ -206,6 +206,17 @@ def train(cfg: DictConfig) -> Path:
     tb = SummaryWriter(str(out / "tb")) if accelerator.is_main_process else None
     metrics = log.open("a") if accelerator.is_main_process else None
 
+    def evaluate_checkpoint(path: Path, step: int) -> None:
+        from .eval import evaluate
+
+        ecfg = OmegaConf.merge(cfg, {"eval": {"policy": "checkpoint", "checkpoint": str(path),
+                                              "trials_per_task": cfg.train.eval_trials_per_task,
+                                              "out": str(out / "eval" / path.name)}})
+        summary = evaluate(ecfg)
+        if tb:
+            tb.add_scalar("eval/success_rate", summary["success_rate"], step)
+            tb.flush()
+
     def save(step: int) -> Path:
         accelerator.wait_for_everyone()
         path = out / "checkpoints" / f"{CKPT_PREFIX}{step:06d}"
@@ -259,6 +270,10 @@ def train(cfg: DictConfig) -> Path:
             t_data = t_step = 0.0
         if (step + 1) % cfg.train.save_every == 0 or step + 1 == cfg.train.max_steps:
             last = save(step + 1)
+            every = cfg.train.eval_every
+            if (cfg.train.eval_trials_per_task and accelerator.is_main_process
+                    and (step + 1 == cfg.train.max_steps or (every and (step + 1) % every == 0))):
+                evaluate_checkpoint(last, step + 1)
     bar.close()
     if metrics:
         metrics.close()
