@@ -16,6 +16,11 @@ from .stats import ActionStats, check_actions
 Mode = Literal["openvla", "added"]
 
 
+def action_token_names(n_bins: int = 256) -> list[str]:
+    """The added-mode token strings, <|action_0|> ... <|action_{n_bins-1}|> (VST's names)."""
+    return [f"<|action_{i}|>" for i in range(n_bins)]
+
+
 class ActionTokenizer:
     """Encode continuous actions [..., D] to token ids [..., D] and back.
 
@@ -59,7 +64,7 @@ class ActionTokenizer:
     @property
     def special_tokens(self) -> list[str]:
         """Token strings to append to a text tokenizer in "added" mode (empty in "openvla" mode)."""
-        return [f"<|action_{i}|>" for i in range(self.n_bins)] if self.mode == "added" else []
+        return action_token_names(self.n_bins) if self.mode == "added" else []
 
     def _digitize(self, x: np.ndarray) -> np.ndarray:
         """np.digitize(x, edges) for x in [-1, 1] (1..n_bins), without its binary search.

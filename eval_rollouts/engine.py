@@ -21,8 +21,6 @@ from .worker import EnvSpec, EnvWorker
 class ExpertPolicy:
     """policy=scripted: the action the worker's scripted expert chose for the observation it sent."""
 
-    needs_expert = True
-
     def reset(self) -> None:
         pass
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from action_tokenizer import ActionStats, ActionTokenizer
+from action_tokenizer import ActionStats, ActionTokenizer, action_token_names
 
 from .backbone import ACTION_PAD_TOKEN, STATE_TOKEN, Backbone
 from .transforms import StateNormalizer, camera_images, prompt_text
@@ -63,7 +63,7 @@ class PolicySpec:
 
 def extra_tokens(spec: PolicySpec) -> list[str]:
     """Special tokens the backbone's tokenizer needs for this policy (before its model is built)."""
-    added = [f"<|action_{i}|>" for i in range(256)] if spec.action_token_mode == "added" else []
+    added = action_token_names() if spec.action_token_mode == "added" else []
     return [STATE_TOKEN, ACTION_PAD_TOKEN] + added
 
 
@@ -91,8 +91,8 @@ class VLAModel(nn.Module):
         self.action_stats = action_stats
         vocab_size = self.text_vocab_size
         if spec.action_token_mode == "added":
-            names = [f"<|action_{i}|>" for i in (0, 255)]
-            first, last = self.tokenizer.convert_tokens_to_ids(names)
+            names = action_token_names()
+            first, last = self.tokenizer.convert_tokens_to_ids([names[0], names[-1]])
             if first is None or last is None or last - first != 255 or first == self.tokenizer.unk_token_id:
                 raise ValueError("added-mode action tokens are missing from the tokenizer: build the backbone "
                                  "with extra_tokens=extra_tokens(spec)")
@@ -155,12 +155,14 @@ class VLAModel(nn.Module):
         merge = self.image_processor.merge_size ** 2
         per_image = (pix["image_grid_thw"].prod(-1) // merge).tolist()
         n_cam = len(spec.cameras)
+        if actions is not None:
+            a = np.asarray(actions, np.float32).reshape(B, -1, spec.action_dim)
+            target_ids = self.action_tokenizer.encode(a)
         suffixes = [()] * B
         if spec.head == "parallel":
             suffixes = [(self.action_pad_id,) * (spec.chunk_size * spec.action_dim)] * B
         elif actions is not None:
-            ids = self.action_tokenizer.encode(np.asarray(actions, np.float32).reshape(B, -1, spec.action_dim))
-            suffixes = [tuple(row.reshape(-1).tolist()) + (self.eos_id,) for row in ids]
+            suffixes = [tuple(row.reshape(-1).tolist()) + (self.eos_id,) for row in target_ids]
         seqs = [self._prompt_ids(instructions[b], tuple(per_image[b * n_cam:(b + 1) * n_cam])) + suffixes[b]
                 for b in range(B)]
         L = max(map(len, seqs))
@@ -176,9 +178,8 @@ class VLAModel(nn.Module):
                 raise ValueError("this policy reads the proprioceptive state: the observation needs 'state' [B, 8]")
             batch["state"] = torch.as_tensor(self.state_normalizer(np.asarray(states, np.float32).reshape(B, -1)))
         if actions is not None:
-            a = np.asarray(actions, np.float32).reshape(B, -1, spec.action_dim)
             batch["target_norm"] = torch.as_tensor(np.clip(self.action_stats.normalize(a), -1, 1))
-            batch["target_ids"] = torch.as_tensor(self.action_tokenizer.encode(a))
+            batch["target_ids"] = torch.as_tensor(target_ids)
             pad = np.zeros(a.shape[:2], bool) if action_is_pad is None else np.asarray(action_is_pad, bool)
             batch["action_is_pad"] = torch.as_tensor(pad.reshape(B, -1))
         return batch
