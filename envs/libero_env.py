@@ -107,6 +107,7 @@ class LiberoEnv(gym.Env):
         self._raw: dict = {}
         self._steps = 0
         self._needs_reset = True
+        self._render = True  # False: camera sensors return a blank image instead of rendering
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -139,6 +140,8 @@ class LiberoEnv(gym.Env):
         if seed is not None:
             self._env.seed(int(seed))  # LIBERO seeds numpy's global RNG for its placement sampler
         raw = self._env.reset()
+        self._make_cameras_lazy()
+        self._render = self.num_wait_steps == 0  # only the observation after the last wait step is seen
         if init_state_index is not None:
             states = self.suite.init_states(self.task.index)
             if not isinstance(init_state_index, (int, np.integer)) or not 0 <= init_state_index < len(states):
@@ -149,24 +152,34 @@ class LiberoEnv(gym.Env):
 
             ctx = self.sim._render_context_offscreen
             ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-        for _ in range(self.num_wait_steps):
+        for k in range(self.num_wait_steps):
+            self._render = k == self.num_wait_steps - 1
             raw, _, _, _ = self._env.step(NOOP_ACTION)
+        self._render = True
         self._raw, self._steps, self._needs_reset = raw, 0, False
         return self._observation(raw), {"success": bool(self._env.check_success()), "init_state_index": init_state_index}
 
-    def step(self, action):
+    def step(self, action, render: bool = True):
+        """One control step. render=False skips the cameras (the returned observation has no
+        images): rendering is ~80% of a step's cost, and the middle of an open-loop action chunk
+        needs no images. Images rendered afterwards are identical to always rendering."""
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (the episode ended or never started)")
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != (7,) or not np.all(np.isfinite(a)):
             raise ValueError(f"action must be 7 finite numbers (dx, dy, dz, droll, dpitch, dyaw, gripper), got {action!r}")
-        raw, _, _, _ = self._env.step(np.clip(a, -1.0, 1.0))
+        self._render = render
+        try:
+            raw, _, _, _ = self._env.step(np.clip(a, -1.0, 1.0))
+        finally:
+            self._render = True
         self._raw = raw
         self._steps += 1
         success = bool(self._env.check_success())
         truncated = self._steps >= self.max_steps and not success
         self._needs_reset = success or truncated
-        return self._observation(raw), float(success), success, truncated, {"success": success, "steps": self._steps}
+        obs = self._observation(raw, images=render)
+        return obs, float(success), success, truncated, {"success": success, "steps": self._steps}
 
     def render(self) -> np.ndarray:
         if not self.cameras:
@@ -185,7 +198,24 @@ class LiberoEnv(gym.Env):
             raw["robot0_eef_pos"], quat_xyzw_to_axis_angle(raw["robot0_eef_quat"]), raw["robot0_gripper_qpos"],
         ]).astype(np.float32)
 
-    def _observation(self, raw: dict) -> dict:
+    def _make_cameras_lazy(self) -> None:
+        """Wrap each camera's robosuite sensor so it renders only while self._render is set. The
+        sensor is still sampled at robosuite's usual sub-step (observations lag the step's end by
+        a sub-step), so a rendered image is the one an always-rendering env would give."""
+        if self.depth:  # the depth sensors read what the image sensors cache: keep them eager
+            return
+        blank = np.zeros((self.resolution, self.resolution, 3), np.uint8)
+        for c in self.cameras:
+            observable = self.robosuite_env._observables[f"{c}_image"]
+            sensor = observable._sensor  # set directly: robosuite's modify_observable renders once to validate
+
+            def lazy(obs_cache, sensor=sensor):
+                return sensor(obs_cache) if self._render else blank
+
+            lazy.__modality__ = sensor.__modality__  # robosuite reads the modality off the sensor
+            observable._sensor = lazy
+
+    def _observation(self, raw: dict, images: bool = True) -> dict:
         # MuJoCo renders with the origin at the bottom-left: flip rows to get upright images.
-        images = {c: np.ascontiguousarray(raw[f"{c}_image"][::-1]) for c in self.cameras}
+        images = {c: np.ascontiguousarray(raw[f"{c}_image"][::-1]) for c in self.cameras} if images else {}
         return {"images": images, "state": self.state(raw), "instruction": self.task.instruction}

@@ -61,8 +61,10 @@ def _serve(conn, spec: EnvSpec) -> None:
                       instruction=env.instruction)
             elif cmd == "step":
                 frames, done, info = [], False, {"success": False, "steps": 0}
-                for a in np.asarray(arg, np.float32).reshape(-1, 7):
-                    obs, _, term, trunc, info = env.step(a)
+                chunk = np.asarray(arg, np.float32).reshape(-1, 7)
+                for k, a in enumerate(chunk):
+                    # the policy sees only the chunk's last observation: render the rest only for videos
+                    obs, _, term, trunc, info = env.step(a, render=spec.record or k == len(chunk) - 1)
                     if spec.record:
                         frames.append(obs["images"])
                     if term or trunc:

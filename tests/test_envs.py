@@ -66,6 +66,24 @@ def test_same_init_state_gives_same_scene(env):
         env.reset(init_state_index=50)
 
 
+def test_skipping_renders_mid_chunk_gives_the_same_images(env):
+    """render=False only skips the cameras: the next rendered observation is bit-identical to an
+    env that rendered every step (same sensor sub-step), and the skipped steps carry no images."""
+    actions = np.random.default_rng(0).uniform(-1, 1, (6, 7)).astype(np.float32)
+    runs = []
+    for lazy in (False, True):
+        env.reset(init_state_index=2)
+        for k, a in enumerate(actions):
+            obs, *_ = env.step(a, render=not lazy or k == len(actions) - 1)
+            if lazy and k < len(actions) - 1:
+                assert obs["images"] == {}
+        runs.append(obs)
+    assert runs[0]["images"].keys() == runs[1]["images"].keys() == set(env.cameras)
+    for c in env.cameras:
+        np.testing.assert_array_equal(runs[0]["images"][c], runs[1]["images"][c])
+    np.testing.assert_array_equal(runs[0]["state"], runs[1]["state"])
+
+
 def test_ground_truth_agrees_with_rendering(env):
     env.reset(init_state_index=0)
     plate = gt.object_info(env, "plate_1")
