@@ -1,0 +1,160 @@
+"""Spatial VQA from the simulator: every answer checked against ground truth read another way
+(depth buffer, segmentation, world poses), on real LIBERO scenes."""
+
+import numpy as np
+import pytest
+
+from envs import ground_truth as gt
+from envs.libero_env import LiberoEnv
+from vla.spatial import questions as Q
+from vla.spatial.scene import add_camera_motion, capture, randomize
+
+RES = 128
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    """Four random layouts of two libero_spatial tasks, with each scene's questions and depth maps."""
+    out = []
+    for task in (0, 5):
+        env = LiberoEnv("libero_spatial", task, cameras=["agentview"], resolution=RES, fast_render=True)
+        env.reset(seed=0)
+        for s in range(2):
+            rng = np.random.default_rng(100 * task + s)
+            randomize(env, rng)
+            scene = capture(env, "libero_spatial", task, s, RES)
+            add_camera_motion(env, scene, rng, RES)
+            depth = {c: gt.render_depth(env, c, RES, RES) for c in scene.views}
+            world = {n: gt.object_info(env, n).center for n in scene.objects}
+            world["radius"] = {n: np.linalg.norm(gt.object_info(env, n).size) / 2 for n in scene.objects}
+            eef = np.array(env.robosuite_env.sim.data.site_xpos[env.robosuite_env.robots[0].eef_site_id])
+            records = [r for _ in range(3) for r in Q.scene_questions(scene, rng)]
+            out.append((scene, records, depth, world, eef))
+        env.close()
+    return out
+
+
+def by_type(scenes, task_type):
+    found = [(scene, r, depth, world, eef) for scene, recs, depth, world, eef in scenes for r in recs
+             if r["task_type"] == task_type]
+    assert found, f"no {task_type} question in the test scenes"
+    return found
+
+
+def marks(record_image, scene_image):
+    """Pixels where the drawn marks changed the image, by mark colour."""
+    out = {}
+    diff = np.any(record_image != scene_image, axis=-1)
+    for name, rgb in Q.COLORS.items():
+        hit = diff & np.all(np.abs(record_image.astype(int) - rgb) < 8, axis=-1)
+        if hit.any():
+            vs, us = np.nonzero(hit)
+            out[name] = (int(round(us.mean())), int(round(vs.mean())))
+    return out
+
+
+def test_every_task_type_is_generated(scenes):
+    types = {r["task_type"] for _, recs, *_ in scenes for r in recs}
+    assert types == set(Q.TASK_TYPES)
+    for _, recs, *_ in scenes:
+        for r in recs:
+            assert "?" in r["question"] and r["answer"]
+            if r["choices"]:
+                assert r["answer"] in r["choices"], r
+
+
+def test_depth_and_closer_agree_with_the_depth_buffer(scenes):
+    for scene, r, depth, world, _ in by_type(scenes, "depth"):
+        view = scene.views[r["gt"]["camera"]]
+        (u, v), = marks(r["images"][0], view.image).values()
+        # the mark sits on the object: the depth buffer there is within the object's radius of its centre depth
+        assert abs(depth[view.camera][v, u] - float(r["answer"])) < world["radius"][r["gt"]["objects"][0]] + 0.01
+    for task_type in ("closer", "front_behind"):
+        for scene, r, depth, world, _ in by_type(scenes, task_type):
+            view = scene.views[r["gt"]["camera"]]
+            pts = marks(r["images"][0], view.image)
+            za = view.to_camera(world[r["gt"]["objects"][0]])[2]
+            zb = view.to_camera(world[r["gt"]["objects"][1]])[2]
+            assert abs(za - zb) >= Q.MARGIN["depth_order"]
+            first = (za < zb)
+            assert r["answer"] == ({"closer": ("red", "blue"), "front_behind": ("in front", "behind")}[task_type][0 if first else 1])
+            assert set(pts) == {"red", "blue"}
+
+
+def test_lateral_relations_agree_with_the_image(scenes):
+    for task_type, axis, words in (("left_right", 0, ("left", "right")), ("above_below", 1, ("above", "below"))):
+        for scene, r, depth, world, _ in by_type(scenes, task_type):
+            view = scene.views[r["gt"]["camera"]]
+            # the object centres' projections into the image order as the answer says
+            pa, pb = ((view.K @ p)[:2] / p[2] for p in (view.to_camera(world[n]) for n in r["gt"]["objects"]))
+            assert r["answer"] == words[0 if pa[axis] < pb[axis] else 1]
+            assert abs(pa[axis] - pb[axis]) >= Q.MARGIN["lateral"] * view.K[0, 0]
+
+
+def test_distances_and_positions_match_world_poses(scenes):
+    for scene, r, depth, world, _ in by_type(scenes, "distance"):
+        a, b = r["gt"]["objects"]
+        assert abs(float(r["answer"]) - np.linalg.norm(world[a] - world[b])) <= 0.006
+    for scene, r, depth, world, _ in by_type(scenes, "position"):
+        view = scene.views[r["gt"]["camera"]]
+        p = np.array(Q.parse_numbers(r["answer"]))
+        assert np.allclose(p, view.to_camera(world[r["gt"]["objects"][0]]), atol=0.006)
+        u, v = (view.K @ p)[:2] / p[2]
+        k = scene.objects.index(r["gt"]["objects"][0]) + 1
+        vs, us = np.nonzero(view.labels == k)  # the position projects onto the marked object's pixels
+        assert us.min() - 3 <= u <= us.max() + 3 and vs.min() - 3 <= v <= vs.max() + 3
+
+
+def test_correspondence_has_exactly_one_right_answer(scenes):
+    for scene, r, *_ in by_type(scenes, "correspondence"):
+        v1, v2 = (scene.views[c] for c in r["gt"]["cameras"])
+        (u, v), = marks(r["images"][0], v1.image).values()
+        target = v1.labels[v, u]
+        assert target > 0 and scene.objects[target - 1] == r["gt"]["object"]
+        pts = marks(r["images"][1], v2.image)
+        assert set(pts) == set(r["choices"])
+        matches = [c for c, (u2, v2_) in pts.items() if v2.labels[v2_, u2] == target]
+        assert matches == [r["answer"]]
+
+
+def test_visibility_matches_segmentation(scenes):
+    for scene, r, *_ in by_type(scenes, "visibility"):
+        k = scene.objects.index(r["gt"]["object"]) + 1
+        seen = [scene.views[c].visible(k) >= 12 for c in r["gt"]["cameras"]]
+        assert r["answer"] == {(True, True): "both", (True, False): "image 1", (False, True): "image 2",
+                               (False, False): "neither"}[tuple(seen)]
+        assert Q.readable(r["gt"]["object"]) in r["question"]
+
+
+def test_camera_motion_moves_the_scene_the_right_way(scenes):
+    for scene, recs, *_ in scenes:
+        before, after, label, translation, yaw = scene.motion
+        r = next(x for x in recs if x["task_type"] == "camera_motion")
+        assert r["answer"] == label
+        # a fixed world point (the mean object centre) moves in the image opposite to the camera
+        p = scene.centers.mean(0)
+        uv0, uv1 = ((view.K @ view.to_camera(p))[:2] / view.to_camera(p)[2] for view in (before, after))
+        z0, z1 = before.to_camera(p)[2], after.to_camera(p)[2]
+        expect = {"left": uv1[0] > uv0[0], "right": uv1[0] < uv0[0], "up": uv1[1] > uv0[1], "down": uv1[1] < uv0[1],
+                  "forward": z1 < z0, "backward": z1 > z0, "turned left": uv1[0] > uv0[0], "turned right": uv1[0] < uv0[0]}
+        assert expect[label], (label, uv0, uv1, z0, z1)
+        assert not np.array_equal(before.image, after.image)
+
+
+def test_gripper_relations_use_the_robot_frame(scenes):
+    for scene, r, depth, world, eef in by_type(scenes, "gripper_direction"):
+        off = world[r["gt"]["object"]] - eef  # LIBERO's robot base faces world +x, left is +y
+        axis = int(np.argmax(np.abs(off)))
+        words = [("behind", "in front of"), ("to the right of", "to the left of"), ("below", "above")][axis]
+        assert r["answer"] == words[int(off[axis] > 0)]
+    for scene, r, depth, world, eef in by_type(scenes, "gripper_distance"):
+        assert abs(float(r["answer"]) - np.linalg.norm(world[r["gt"]["object"]] - eef)) <= 0.006
+
+
+def test_scoring():
+    assert Q.score("closer", " Red.", "red") == 1.0 and Q.score("closer", "blue", "red") == 0.0
+    assert Q.score("depth", "1.00", "1.00") == 1.0 and Q.score("depth", "about 2", "1.00") == 0.0
+    assert Q.score("depth", "1.08", "1.00") == pytest.approx(0.9)  # 8 % off: below 1 - t for t <= 0.90
+    assert Q.score("depth", "no idea", "1.00") == 0.0
+    assert Q.score("position", "0.10, 0.20, 1.00", "0.10, 0.20, 1.00") == 1.0
+    assert Q.score("position", "0.1, 0.2", "0.10, 0.20, 1.00") == 0.0
