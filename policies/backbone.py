@@ -8,10 +8,12 @@ TikTokenConverter) or a small byte-level vocabulary. No torchvision: the PIL ima
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import (AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel,
                           PreTrainedTokenizerFast)
@@ -22,6 +24,7 @@ FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
                  "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
                  "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+BACKBONE_MARKER = "vla_backbone.json"  # {"family", "text_vocab_size"} beside a backbone we saved
 QWEN_TEXT_VOCAB = 151643  # ordinary BPE tokens; OpenVLA-mode action ids are the last 256 of these
 QWEN_EMBEDDING_ROWS = 151936  # the checkpoints' (padded) embedding size
 # ours: where the proprioceptive state and the parallel head's action placeholders go
@@ -140,7 +143,11 @@ def build_backbone(cfg, extra_tokens: list[str] = (), seed: int = 0) -> Backbone
         except OSError as e:
             raise ValueError(f"cannot load model.pretrained={src!r} (a hub id needs network; a local path needs "
                              f"config.json, weights, tokenizer and preprocessor files): {e}") from None
-        text_vocab = QWEN_TEXT_VOCAB if "<|im_start|>" in tok.get_vocab() else tok.vocab_size
+        marker = Path(src) / BACKBONE_MARKER  # written by our spatial stage: the tiny byte vocabulary's size
+        if marker.is_file():
+            text_vocab = int(json.loads(marker.read_text())["text_vocab_size"])
+        else:
+            text_vocab = QWEN_TEXT_VOCAB if "<|im_start|>" in tok.get_vocab() else tok.vocab_size
     else:
         if not cfg.get("tiny"):
             raise ValueError("model.pretrained is null and model.tiny is missing: nothing to build")
@@ -168,6 +175,24 @@ def build_backbone(cfg, extra_tokens: list[str] = (), seed: int = 0) -> Backbone
     if len(tok) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tok), mean_resizing=False)
     return Backbone(model, tok, proc, family, text_vocab)
+
+
+def image_inputs(processor, images: list[np.ndarray]) -> tuple[dict, list[int]]:
+    """Pixel inputs for a flat list of images and the number of <|image_pad|> tokens each needs."""
+    pix = processor(images=images, return_tensors="pt")
+    per_image = (pix["image_grid_thw"].prod(-1) // processor.merge_size ** 2).tolist()
+    return {"pixel_values": pix["pixel_values"], "image_grid_thw": pix["image_grid_thw"]}, per_image
+
+
+def left_pad(seqs: list[tuple[int, ...]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids and attention_mask [B, L], left padded (generation continues every row at L)."""
+    L = max(map(len, seqs))
+    input_ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), L), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        input_ids[b, L - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[b, L - len(s):] = 1
+    return input_ids, mask
 
 
 def build_backbone_from_dir(folder, family: str, text_vocab_size: int, dtype: str = "auto",

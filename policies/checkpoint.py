@@ -50,25 +50,37 @@ def apply_lora(model: VLAModel, lora: dict | None) -> None:
 def save_checkpoint(path: str | Path, model: VLAModel, config_yaml: str, lora: dict | None = None,
                     trainer_state: dict | None = None, optimizer_tensors: dict | None = None) -> Path:
     """Write a checkpoint folder; a crash mid-way leaves the previous one intact."""
-    path = Path(path)
+    def write(tmp: Path) -> None:
+        (tmp / "backbone").mkdir()
+        save_model(model, str(tmp / "model.safetensors"))
+        meta = {"format": 1, "spec": model.spec.to_dict(), "family": model.family,
+                "text_vocab_size": model.text_vocab_size, "lora": lora}
+        (tmp / "policy.json").write_text(json.dumps(meta, indent=2))
+        (tmp / "config.yaml").write_text(config_yaml)
+        model.action_stats.to_json(tmp / "action_stats.json")
+        if model.state_normalizer is not None:
+            (tmp / "state_stats.json").write_text(json.dumps(model.state_normalizer.to_dict()))
+        model.lm.config.save_pretrained(tmp / "backbone")
+        model.tokenizer.save_pretrained(tmp / "backbone")
+        model.image_processor.save_pretrained(tmp / "backbone")
+        write_trainer_state(tmp, trainer_state, optimizer_tensors)
+
+    return write_folder_atomic(Path(path), write)
+
+
+def write_trainer_state(folder: Path, trainer_state: dict | None, optimizer_tensors: dict | None) -> None:
+    if trainer_state is not None:
+        (folder / "trainer_state.json").write_text(json.dumps(trainer_state))
+    if optimizer_tensors:
+        save_file({k: v.contiguous() for k, v in optimizer_tensors.items()}, str(folder / "optimizer.safetensors"))
+
+
+def write_folder_atomic(path: Path, write) -> Path:
+    """write(tmp_folder), then swap it in: a crash mid-way leaves the previous folder intact."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "backbone").mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    meta = {"format": 1, "spec": model.spec.to_dict(), "family": model.family,
-            "text_vocab_size": model.text_vocab_size, "lora": lora}
-    (tmp / "policy.json").write_text(json.dumps(meta, indent=2))
-    (tmp / "config.yaml").write_text(config_yaml)
-    model.action_stats.to_json(tmp / "action_stats.json")
-    if model.state_normalizer is not None:
-        (tmp / "state_stats.json").write_text(json.dumps(model.state_normalizer.to_dict()))
-    model.lm.config.save_pretrained(tmp / "backbone")
-    model.tokenizer.save_pretrained(tmp / "backbone")
-    model.image_processor.save_pretrained(tmp / "backbone")
-    if trainer_state is not None:
-        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state))
-    if optimizer_tensors:
-        save_file({k: v.contiguous() for k, v in optimizer_tensors.items()}, str(tmp / "optimizer.safetensors"))
+    tmp.mkdir(parents=True)
+    write(tmp)
     old = path.with_name(path.name + ".old")
     if path.exists():
         path.rename(old)

@@ -24,7 +24,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from action_tokenizer import ActionStats, ActionTokenizer, action_token_names
 
-from .backbone import ACTION_PAD_TOKEN, STATE_TOKEN, Backbone
+from .backbone import ACTION_PAD_TOKEN, STATE_TOKEN, Backbone, image_inputs, left_pad
 from .transforms import StateNormalizer, camera_images, prompt_text
 
 HEADS = ("tokens", "parallel")
@@ -151,9 +151,7 @@ class VLAModel(nn.Module):
         spec, B = self.spec, len(instructions)
         flat = [img for b in range(B) for img in camera_images({c: images[c][b] for c in spec.cameras},
                                                                 spec.cameras, spec.resolution)]
-        pix = self.image_processor(images=flat, return_tensors="pt")
-        merge = self.image_processor.merge_size ** 2
-        per_image = (pix["image_grid_thw"].prod(-1) // merge).tolist()
+        pix, per_image = image_inputs(self.image_processor, flat)
         n_cam = len(spec.cameras)
         if actions is not None:
             a = np.asarray(actions, np.float32).reshape(B, -1, spec.action_dim)
@@ -165,12 +163,7 @@ class VLAModel(nn.Module):
             suffixes = [tuple(row.reshape(-1).tolist()) + (self.eos_id,) for row in target_ids]
         seqs = [self._prompt_ids(instructions[b], tuple(per_image[b * n_cam:(b + 1) * n_cam])) + suffixes[b]
                 for b in range(B)]
-        L = max(map(len, seqs))
-        input_ids = torch.full((B, L), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((B, L), dtype=torch.long)
-        for b, s in enumerate(seqs):
-            input_ids[b, L - len(s):] = torch.tensor(s)
-            mask[b, L - len(s):] = 1
+        input_ids, mask = left_pad(seqs, self.pad_id)
         batch = {"input_ids": input_ids, "attention_mask": mask, "pixel_values": pix["pixel_values"],
                  "image_grid_thw": pix["image_grid_thw"], "mm_token_type_ids": (input_ids == self.image_token_id).int()}
         if spec.use_state:

@@ -158,3 +158,86 @@ def test_scoring():
     assert Q.score("depth", "no idea", "1.00") == 0.0
     assert Q.score("position", "0.10, 0.20, 1.00", "0.10, 0.20, 1.00") == 1.0
     assert Q.score("position", "0.1, 0.2", "0.10, 0.20, 1.00") == 0.0
+
+
+# -- dataset, spatial stage, benchmark --------------------------------------------------------
+def spatial_cfg(out, samples):
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONFIGS
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name="spatial", overrides=[f"out={out}", f"samples={samples}", "scenes_per_shard=2",
+                                                         "test_every=2"])
+
+
+@pytest.fixture(scope="module")
+def spatial_dataset(tmp_path_factory):
+    from vla.spatial.generate import generate
+
+    root = tmp_path_factory.mktemp("spatial") / "libero_spatial"
+    generate(spatial_cfg(root, 30))  # shard 0 (task 0, train) and shard 1 (task 1, test)
+    return root
+
+
+def test_generator_writes_splits_by_task_and_resumes_without_duplicates(spatial_dataset):
+    from vla.spatial.generate import generate, load_images, read_records, shard_path
+
+    records = read_records(spatial_dataset)
+    assert {r["split"] for r in records} == {"train", "test"}
+    assert {r["task_index"] for r in records if r["split"] == "test"}.isdisjoint(
+        {r["task_index"] for r in records if r["split"] == "train"})
+    assert len({r["id"] for r in records}) == len(records)
+    assert all(im.shape == (128, 128, 3) for im in load_images(spatial_dataset, records[0]))
+    # a run killed before shard 1 was written: rerunning regenerates exactly the same records
+    shard_path(spatial_dataset, 1).unlink()
+    generate(spatial_cfg(spatial_dataset, 30))
+    again = read_records(spatial_dataset)
+    assert [(r["id"], r["question"], r["answer"]) for r in again] == [(r["id"], r["question"], r["answer"]) for r in records]
+
+
+def test_spatial_stage_learns_and_its_checkpoint_starts_the_action_stage(spatial_dataset, demo_dataset, tmp_path):
+    import json
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from conftest import load_config
+    from policies.checkpoint import load_model_from_checkpoint
+    from vla.spatial.eval import evaluate
+    from vla.spatial.stage import build_vqa_model
+    from vla.train import train
+
+    tiny = ["model.vocab=bytes", "train.num_threads=1"]
+    ckpt = train(load_config(*tiny, "stage=spatial", f"train.dataset={spatial_dataset}", "train.max_steps=40",
+                             "train.lr=2e-3", "train.save_every=40", "train.eval_questions=8",
+                             f"train.output_dir={tmp_path / 'spatial'}"))
+    losses = [json.loads(l)["loss"] for l in (tmp_path / "spatial" / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5]), losses
+    assert (ckpt / "config.json").is_file() and (ckpt / "model.safetensors").is_file()
+
+    # the action stage starts from exactly these backbone weights
+    act = train(load_config(*tiny, "train.resolution=64", "train.eval_trials_per_task=0", "head=parallel",
+                            f"backbone_checkpoint={ckpt}", f"train.dataset={demo_dataset}", "train.max_steps=1",
+                            "train.lr=1e-12", f"train.output_dir={tmp_path / 'action'}"))
+    policy = load_model_from_checkpoint(act)
+    tuned = build_vqa_model({**OmegaConf.to_container(load_config(*tiny).model), "pretrained": str(ckpt)}, 0)
+    w_tuned = tuned.lm.model.visual.patch_embed.proj.weight
+    w_policy = policy.lm.model.visual.patch_embed.proj.weight
+    assert torch.allclose(w_tuned, w_policy, atol=1e-6)
+    untuned = build_vqa_model(OmegaConf.to_container(load_config(*tiny).model), 0)
+    assert not torch.allclose(untuned.lm.model.visual.patch_embed.proj.weight, w_policy, atol=1e-6)
+
+    # the benchmark scores the checkpoint on the held-out split and writes its table
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONFIGS
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        ecfg = compose(config_name="spatial_eval", overrides=[*tiny[:1], f"checkpoint={ckpt}", f"dataset={spatial_dataset}",
+                                                               f"out={tmp_path / 'eval'}"])
+    summary = evaluate(ecfg)
+    assert summary["overall"]["n"] == sum(1 for _ in open(tmp_path / "eval" / "answers.jsonl"))
+    assert 0 <= summary["overall"]["choice_accuracy"] <= 1 and (tmp_path / "eval" / "summary.md").is_file()
+    with pytest.raises(ValueError, match="not a spatial-stage checkpoint"):
+        evaluate(OmegaConf.merge(ecfg, {"checkpoint": str(tmp_path)}))

@@ -12,7 +12,9 @@ import math
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import hydra
 import numpy as np
@@ -140,18 +142,82 @@ def build_model(cfg: DictConfig, dataset):
     return model, lora
 
 
+@dataclass
+class Stage:
+    """What a run trains. The loop (schedule, accelerate, resume, logging, checkpoints) is shared:
+    stage=action trains the policy, stage=spatial the backbone on spatial VQA (vla.spatial)."""
+
+    model: Any  # nn.Module whose forward(batch) returns {"loss", "accuracy"}
+    dataset: Any  # indexable samples
+    collate: Callable[[list], dict]
+    save: Callable[[Path, dict, dict], Any]  # (checkpoint folder, trainer state, optimizer tensors), atomic
+    load: Callable[[Path], None]  # a checkpoint's weights into model
+    summary: str
+    accuracy_name: str
+    evaluate: Callable[[Path], dict] | None = None  # checkpoint -> {TensorBoard tag: value}
+
+
+# config keys a resumed run must share with the run that wrote its checkpoint
+RUN_KEYS = {"action": ("model", "head", "train.cameras", "train.resolution", "train.use_state", "train.dataset",
+                       "train.lora"),
+            "spatial": ("model", "train.dataset")}
+
+
+def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
+    import torch
+    from safetensors.torch import load_model
+
+    from policies.checkpoint import save_checkpoint
+
+    from .data import LeRobotDataset
+
+    dataset = LeRobotDataset(ensure_dataset(cfg), action_horizon=cfg.head.chunk_size, cameras=list(cfg.train.cameras))
+    torch.manual_seed(cfg.seed)
+    model, lora = build_model(cfg, dataset)
+
+    def evaluate(path: Path) -> dict:
+        from .eval import evaluate as run_eval
+
+        ecfg = OmegaConf.merge(cfg, {"eval": {"policy": "checkpoint", "checkpoint": str(path),
+                                              "trials_per_task": cfg.train.eval_trials_per_task,
+                                              "out": str(out / "eval" / path.name)}})
+        return {"eval/success_rate": run_eval(ecfg)["success_rate"]}
+
+    return Stage(
+        model, dataset, make_collate(model),
+        save=lambda path, state, tensors: save_checkpoint(path, model, config_yaml, lora=lora, trainer_state=state,
+                                                          optimizer_tensors=tensors),
+        load=lambda path: load_model(model, str(path / "model.safetensors")),
+        summary=f"head {cfg.head.name}/{cfg.head.output}, chunk {cfg.head.chunk_size}; dataset {dataset.root}: {len(dataset)} frames",
+        accuracy_name="action_token_accuracy", evaluate=evaluate if cfg.train.eval_trials_per_task else None)
+
+
+def use_backbone_checkpoint(cfg: DictConfig) -> None:
+    """backbone_checkpoint=PATH (a spatial-stage checkpoint or any HF folder) becomes model.pretrained."""
+    path = cfg.get("backbone_checkpoint")
+    if not path:
+        return
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise TrainError(f"backbone_checkpoint={path}: no Hugging Face model folder there (config.json missing)")
+    family = json.loads(config.read_text()).get("model_type")
+    if family != cfg.model.family:
+        raise TrainError(f"backbone_checkpoint={path} holds a {family} model, but model.family is {cfg.model.family}")
+    OmegaConf.update(cfg, "model.pretrained", str(Path(path).resolve()))
+
+
 def train(cfg: DictConfig) -> Path:
     import torch
     from accelerate import Accelerator
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    from policies.checkpoint import load_trainer_state, save_checkpoint
-    from safetensors.torch import load_model
-
-    from .data import LeRobotDataset
+    from policies.checkpoint import load_trainer_state
 
     torch.set_num_threads(int(cfg.train.num_threads))
+    if cfg.stage not in ("action", "spatial"):
+        raise TrainError(f"stage must be 'action' or 'spatial', not {cfg.stage!r}")
+    use_backbone_checkpoint(cfg)
     out = Path(cfg.train.output_dir)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     found = checkpoints(out)
@@ -160,14 +226,17 @@ def train(cfg: DictConfig) -> Path:
                          f"or choose another train.output_dir")
     if found:
         saved = OmegaConf.create((found[-1] / "config.yaml").read_text())
-        for key in ("model", "head", "train.cameras", "train.resolution", "train.use_state", "train.dataset", "train.lora"):
+        for key in ("stage", *RUN_KEYS[cfg.stage]):
             if _plain(saved, key) != _plain(cfg, key):
                 raise TrainError(f"{out} holds a run with a different {key} ({_plain(saved, key)} vs {_plain(cfg, key)}): "
                                  f"choose another train.output_dir for a new run")
+    if cfg.stage == "spatial":
+        from .spatial.stage import spatial_stage
 
-    dataset = LeRobotDataset(ensure_dataset(cfg), action_horizon=cfg.head.chunk_size, cameras=list(cfg.train.cameras))
-    torch.manual_seed(cfg.seed)
-    model, lora = build_model(cfg, dataset)
+        stage = spatial_stage(cfg, config_yaml)
+    else:
+        stage = action_stage(cfg, config_yaml, out)
+    model = stage.model
     from accelerate.utils import DistributedDataParallelKwargs
 
     # some backbone weights get no gradient from an action loss (e.g. the unused text LM-head rows)
@@ -180,7 +249,7 @@ def train(cfg: DictConfig) -> Path:
     start = 0
     if found:
         ckpt = found[-1]
-        load_model(model, str(ckpt / "model.safetensors"))
+        stage.load(ckpt)
         state, opt = load_trainer_state(ckpt)
         load_optimizer(optimizer, opt, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -194,27 +263,23 @@ def train(cfg: DictConfig) -> Path:
         kept = [l for l in log.read_text().splitlines() if l and json.loads(l)["step"] <= start]
         log.write_text("".join(l + "\n" for l in kept))
     n_trainable = sum(p.numel() for p in params)
-    print(f"model: {cfg.model.family} {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
-          f"({n_trainable / 1e6:.1f}M trained), head {cfg.head.name}/{cfg.head.output}, chunk {cfg.head.chunk_size}; "
-          f"dataset {dataset.root}: {len(dataset)} frames")
+    print(f"stage {cfg.stage}: {cfg.model.family} {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
+          f"({n_trainable / 1e6:.1f}M trained), {stage.summary}")
+    dataset = stage.dataset
 
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batch_indices(len(dataset), cfg.train.batch_size, cfg.seed, start),
-        collate_fn=make_collate(model), num_workers=cfg.train.num_workers)
+        collate_fn=stage.collate, num_workers=cfg.train.num_workers)
     model, optimizer = accelerator.prepare(model, optimizer)
-    core = accelerator.unwrap_model(model)
     tb = SummaryWriter(str(out / "tb")) if accelerator.is_main_process else None
     metrics = log.open("a") if accelerator.is_main_process else None
 
     def evaluate_checkpoint(path: Path, step: int) -> None:
-        from .eval import evaluate
-
-        ecfg = OmegaConf.merge(cfg, {"eval": {"policy": "checkpoint", "checkpoint": str(path),
-                                              "trials_per_task": cfg.train.eval_trials_per_task,
-                                              "out": str(out / "eval" / path.name)}})
-        summary = evaluate(ecfg)
+        for tag, value in stage.evaluate(path).items():
+            print(f"{tag} at step {step}: {value:.3f}")
+            if tb:
+                tb.add_scalar(tag, value, step)
         if tb:
-            tb.add_scalar("eval/success_rate", summary["success_rate"], step)
             tb.flush()
 
     def save(step: int) -> Path:
@@ -223,7 +288,7 @@ def train(cfg: DictConfig) -> Path:
         if accelerator.is_main_process:
             tensors, groups = optimizer_tensors(optimizer)
             state = {"step": step, "optimizer": groups, "scheduler": scheduler.state_dict(), "rng": rng_state()}
-            save_checkpoint(path, core, config_yaml, lora=lora, trainer_state=state, optimizer_tensors=tensors)
+            stage.save(path, state, tensors)
             for old in checkpoints(out)[:-int(cfg.train.keep_checkpoints)]:
                 shutil.rmtree(old, ignore_errors=True)
         return path
@@ -261,7 +326,7 @@ def train(cfg: DictConfig) -> Path:
             bar.set_postfix(loss=f"{l:.4f}", acc=f"{a:.3f}", samples_s=f"{sps:.1f}", data=f"{t_data / max(t_step, 1e-9):.0%}")
             if tb:
                 tb.add_scalar("train/loss", l, step + 1)
-                tb.add_scalar("train/action_token_accuracy", a, step + 1)
+                tb.add_scalar(f"train/{stage.accuracy_name}", a, step + 1)
                 tb.add_scalar("train/lr", scheduler.get_last_lr()[0], step + 1)
                 tb.add_scalar("train/samples_per_s", sps, step + 1)
                 tb.add_scalar("train/data_loading_share", t_data / max(t_step, 1e-9), step + 1)
@@ -271,7 +336,7 @@ def train(cfg: DictConfig) -> Path:
         if (step + 1) % cfg.train.save_every == 0 or step + 1 == cfg.train.max_steps:
             last = save(step + 1)
             every = cfg.train.eval_every
-            if (cfg.train.eval_trials_per_task and accelerator.is_main_process
+            if (stage.evaluate and accelerator.is_main_process
                     and (step + 1 == cfg.train.max_steps or (every and (step + 1) % every == 0))):
                 evaluate_checkpoint(last, step + 1)
     bar.close()

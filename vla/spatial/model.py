@@ -1,0 +1,112 @@
+"""The backbone as a visual question answerer: the spatial stage trains it on the text answers
+and the spatial benchmark scores it (multiple choice by answer likelihood, numbers generated)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from policies.backbone import BACKBONE_MARKER, Backbone, image_inputs, left_pad
+
+
+class SpatialVQA(nn.Module):
+    def __init__(self, backbone: Backbone):
+        super().__init__()
+        self.lm, self.family = backbone.model, backbone.family
+        self.tokenizer, self.image_processor = backbone.tokenizer, backbone.image_processor
+        self.text_vocab_size = backbone.text_vocab_size
+        tok = self.tokenizer
+        self.pad_id, self.image_token_id = tok.pad_token_id, tok.convert_tokens_to_ids("<|image_pad|>")
+        self.end_ids = tuple(tok("<|im_end|>", add_special_tokens=False)["input_ids"])
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm.get_input_embeddings().weight.device
+
+    def _prompt(self, n_tokens: list[int], question: str) -> tuple[int, ...]:
+        parts = ["<|im_start|>user\n"]
+        for i, n in enumerate(n_tokens):
+            parts.append(f"image {i + 1}: <|vision_start|>{'<|image_pad|>' * n}<|vision_end|>\n")
+        parts.append(question + "<|im_end|>\n<|im_start|>assistant\n")
+        return tuple(self.tokenizer("".join(parts), add_special_tokens=False)["input_ids"])
+
+    def encode(self, samples: list[dict], with_answers: bool = True) -> dict:
+        """samples: {"images": [uint8 HxWx3, ...], "question", "answer"} -> left-padded inputs; with
+        answers, `answer_mask` marks the answer's tokens (and the end token) as targets."""
+        pix, per_image = image_inputs(self.image_processor, [im for s in samples for im in s["images"]])
+        seqs, n_answer, k = [], [], 0
+        for s in samples:
+            prompt = self._prompt(per_image[k:k + len(s["images"])], s["question"])
+            k += len(s["images"])
+            answer = tuple(self.tokenizer(s["answer"], add_special_tokens=False)["input_ids"]) + self.end_ids if with_answers else ()
+            seqs.append(prompt + answer)
+            n_answer.append(len(answer))
+        input_ids, mask = left_pad(seqs, self.pad_id)
+        answer_mask = torch.zeros_like(mask, dtype=torch.bool)
+        for b, n in enumerate(n_answer):
+            if n:
+                answer_mask[b, -n:] = True
+        return {"input_ids": input_ids, "attention_mask": mask, **pix, "answer_mask": answer_mask,
+                "mm_token_type_ids": (input_ids == self.image_token_id).int()}
+
+    def _inputs(self, batch: dict) -> dict:
+        keys = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
+        return {k: batch[k].to(self.device) for k in keys}
+
+    def answer_logprobs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per answer token [n]: its log-probability, the batch row it belongs to, whether greedy
+        decoding would emit it.
+        Only answer positions meet the LM head (the 151k-row head over every position would dominate)."""
+        out = self.lm.model(**self._inputs(batch))
+        target = batch["answer_mask"].to(self.device)
+        predicts = torch.zeros_like(target)
+        predicts[:, :-1] = target[:, 1:]  # position t predicts token t + 1
+        hidden = out.last_hidden_state[predicts]
+        logits = self.lm.get_output_embeddings()(hidden).float()
+        ids = batch["input_ids"].to(self.device)[target]
+        logp = F.log_softmax(logits, -1).gather(1, ids[:, None])[:, 0]
+        rows = torch.nonzero(target)[:, 0]
+        return logp, rows, logits.argmax(-1) == ids
+
+    def forward(self, batch: dict) -> dict:
+        logp, _, correct = self.answer_logprobs(batch)
+        return {"loss": -logp.mean(), "accuracy": correct.float().mean().detach()}
+
+    @torch.no_grad()
+    def choose(self, samples: list[dict]) -> list[str]:
+        """Multiple choice: the choice whose answer tokens are most likely."""
+        expanded = [{**s, "answer": c} for s in samples for c in s["choices"]]
+        logp, rows, _ = self.answer_logprobs(self.encode(expanded))
+        totals = torch.zeros(len(expanded), device=logp.device).index_add_(0, rows, logp).cpu().numpy()
+        out, k = [], 0
+        for s in samples:
+            n = len(s["choices"])
+            out.append(s["choices"][int(np.argmax(totals[k:k + n]))])
+            k += n
+        return out
+
+    @torch.no_grad()
+    def generate(self, samples: list[dict], max_new_tokens: int = 16) -> list[str]:
+        batch = self.encode(samples, with_answers=False)
+        ids = self.lm.generate(**self._inputs(batch), max_new_tokens=max_new_tokens, do_sample=False,
+                               pad_token_id=self.pad_id, eos_token_id=list(self.end_ids))
+        new = ids[:, batch["input_ids"].shape[1]:]
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
+
+    def save(self, path: Path) -> None:
+        """A Hugging Face model folder (what `model.pretrained=` and `backbone_checkpoint=` load)."""
+        self.lm.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        self.image_processor.save_pretrained(path)
+        (path / BACKBONE_MARKER).write_text(json.dumps({"family": self.family, "text_vocab_size": self.text_vocab_size}))
+
+    def load_weights(self, path: Path) -> None:
+        from transformers import AutoModelForImageTextToText
+
+        saved = AutoModelForImageTextToText.from_pretrained(path, dtype=self.lm.dtype)
+        self.lm.load_state_dict(saved.state_dict())

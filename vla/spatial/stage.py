@@ -1,0 +1,75 @@
+"""stage=spatial of `python -m vla.train`: tune the backbone on the spatial VQA training split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from .generate import load_images, read_records
+
+
+class SpatialSamples:
+    """Records with their images loaded, as the model's encode() takes them."""
+
+    def __init__(self, root: str | Path, records: list[dict]):
+        self.root, self.records = Path(root), records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        r = self.records[i]
+        return {**r, "images": load_images(self.root, r)}
+
+
+def build_vqa_model(model_cfg: dict, seed: int):
+    from policies.backbone import build_backbone
+
+    from .model import SpatialVQA
+
+    return SpatialVQA(build_backbone(model_cfg, [], seed=seed))
+
+
+def spatial_stage(cfg: DictConfig, config_yaml: str):
+    import torch
+
+    from policies.checkpoint import write_folder_atomic, write_trainer_state
+
+    from ..train import Stage, TrainError
+    from .eval import benchmark, spread, summarize
+
+    if cfg.train.lora:
+        raise TrainError("stage=spatial tunes the whole backbone; train.lora is not supported there")
+    try:
+        train_records = read_records(cfg.train.dataset, "train")
+        test_records = read_records(cfg.train.dataset, "test")
+    except FileNotFoundError as e:
+        raise TrainError(str(e)) from None
+    if not train_records:
+        raise TrainError(f"{cfg.train.dataset} has no training-split questions")
+    torch.manual_seed(cfg.seed)
+    model = build_vqa_model(OmegaConf.to_container(cfg.model, resolve=True), cfg.seed)
+
+    def save(path: Path, state: dict, tensors: dict) -> None:
+        def write(tmp: Path) -> None:
+            model.save(tmp)
+            (tmp / "config.yaml").write_text(config_yaml)
+            write_trainer_state(tmp, state, tensors)
+
+        write_folder_atomic(path, write)
+
+    def evaluate(path: Path) -> dict:
+        model.eval()
+        try:
+            rows = benchmark(model, SpatialSamples(cfg.train.dataset, spread(test_records, n_eval)), train_records)
+        finally:
+            model.train()
+        overall = summarize(rows)["overall"]
+        return {"spatial/choice_accuracy": overall["choice_accuracy"], "spatial/numeric_mra": overall["numeric_mra"]}
+
+    n_eval = int(cfg.train.get("eval_questions", 0) or 0)
+    return Stage(model, SpatialSamples(cfg.train.dataset, train_records), lambda samples: model.encode(samples),
+                 save=save, load=model.load_weights,
+                 summary=f"spatial VQA {cfg.train.dataset}: {len(train_records)} training questions",
+                 accuracy_name="answer_token_accuracy", evaluate=evaluate if n_eval and test_records else None)
