@@ -48,7 +48,6 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
         bar.close()
         return log.records
     record = bool(video_episodes) and video_dir is not None
-    spec = EnvSpec(**{**spec.__dict__, "record": record})
     workers = [EnvWorker(spec, python) for _ in range(min(num_envs, len(todo)))]
     state: dict[int, dict] = {}  # worker index -> its episode: key, tries, latest reply, frames, start time
     t0, done_now = time.time(), 0
@@ -61,7 +60,7 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
                 return
             key = todo.popleft()
         state[i] = {"key": key, "tries": tries, "reply": None, "pending": "reset", "frames": [], "t": time.time()}
-        workers[i].send("reset", key)
+        workers[i].send("reset", (*key, record and key in video_episodes))
 
     def finish(i: int, success: bool, steps: int, error: str | None = None) -> None:
         nonlocal done_now

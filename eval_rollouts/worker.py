@@ -19,14 +19,13 @@ class EnvSpec:
     fast_render: bool = True
     max_steps: int | None = None  # None: the suite's protocol value
     expert: bool = False  # also send the scripted expert's action with each observation
-    record: bool = False  # send every frame of an episode (for videos), not only the last
 
 
 def _serve(conn, spec: EnvSpec) -> None:
     from envs.experts import UnsupportedTask, make_expert
     from envs.libero_env import LiberoEnv
 
-    env, task, expert = None, None, None
+    env, task, expert, record = None, None, None, False
 
     def reply(obs, **extra):
         if spec.expert:
@@ -43,7 +42,7 @@ def _serve(conn, spec: EnvSpec) -> None:
 
                 os._exit(1)
             if cmd == "reset":
-                t, init = arg
+                t, init, record = arg  # record: send every frame of this episode (for a video)
                 if t != task:
                     if env is not None:
                         env.close()
@@ -57,15 +56,15 @@ def _serve(conn, spec: EnvSpec) -> None:
                         expert.reset()
                     except UnsupportedTask:
                         expert = None
-                reply(obs, done=False, success=False, steps=0, frames=[obs["images"]] if spec.record else [],
+                reply(obs, done=False, success=False, steps=0, frames=[obs["images"]] if record else [],
                       instruction=env.instruction)
             elif cmd == "step":
                 frames, done, info = [], False, {"success": False, "steps": 0}
                 chunk = np.asarray(arg, np.float32).reshape(-1, 7)
                 for k, a in enumerate(chunk):
                     # the policy sees only the chunk's last observation: render the rest only for videos
-                    obs, _, term, trunc, info = env.step(a, render=spec.record or k == len(chunk) - 1)
-                    if spec.record:
+                    obs, _, term, trunc, info = env.step(a, render=record or k == len(chunk) - 1)
+                    if record:
                         frames.append(obs["images"])
                     if term or trunc:
                         done = True
