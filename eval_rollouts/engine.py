@@ -1,5 +1,5 @@
 """The batched rollout engine: N env workers, ONE policy.act call per step over every worker
-that has an observation ready, action chunks executed open-loop for `replan_steps`, finished
+that has an observation ready, action chunks executed open-loop for `replan_steps` (default: the whole chunk), finished
 workers recycled onto the next (task, init state). A worker that dies is restarted and its
 episode retried once; every finished episode is logged before the next one starts."""
 
@@ -40,7 +40,7 @@ def _batch(obs: list[dict], extras: list[dict]) -> dict:
 
 
 def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog, num_envs: int = 4,
-        replan_steps: int = 1, video_dir: Path | None = None, video_episodes: set = frozenset(),
+        replan_steps: int | None = None, video_dir: Path | None = None, video_episodes: set = frozenset(),
         python: str | None = None, instructions: dict | None = None) -> list[dict]:
     todo = deque(e for e in episodes if e not in log.done)
     bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc=f"eval {spec.suite}", unit="ep")

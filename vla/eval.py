@@ -23,7 +23,7 @@ def make_policy(cfg: DictConfig):
         from policies import RandomPolicy
 
         # chunks as long as the open-loop horizon: skipped renders make a random baseline cheap
-        return RandomPolicy(chunk_size=int(cfg.eval.replan_steps), seed=cfg.seed), list(cfg.suite.cameras), cfg.suite.resolution
+        return RandomPolicy(chunk_size=int(cfg.eval.replan_steps or 8), seed=cfg.seed), list(cfg.suite.cameras), cfg.suite.resolution
     if kind == "checkpoint":
         if not cfg.eval.checkpoint:
             raise ValueError("eval.policy=checkpoint needs eval.checkpoint=<a checkpoint folder from vla.train>")
