@@ -82,8 +82,8 @@ def main() -> None:
     lo, hi = newcombe(kt, nt, kb, nb)
     print(f"spatial data generation {t_gen / 60:.1f} min, spatial stage {t_spatial / 60:.1f} min (not in the action budget)")
     for name, b in bench.items():
-        print(f"spatial benchmark, {name}: multiple choice {b['choice_accuracy']:.3f} (chance {b['choice_chance']:.3f}), "
-              f"numeric MRA {b['numeric_mra']:.3f} (median guess {b['numeric_chance']:.3f})")
+        print(f"spatial benchmark, {name}: multiple choice {b['choice_accuracy']:.3f} (chance {b['choice_chance']:.3f}, "
+              f"blind prior {b['choice_blind']:.3f}), numeric MRA {b['numeric_mra']:.3f} (blind median {b['numeric_blind']:.3f})")
     for name, (k, n) in success.items():
         l, h = wilson(k, n)
         print(f"libero_spatial success, {name}: {k}/{n} = {k / n:.3f} [{l:.3f}, {h:.3f}]")

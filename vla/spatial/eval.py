@@ -1,6 +1,7 @@
 """The spatial benchmark: accuracy per question type on the held-out split (multiple choice by
 answer likelihood, numbers by greedy generation scored with SPAR's mean relative accuracy), with
-chance levels alongside (1/#choices; for numbers, always answering the training split's median).
+two baselines alongside: chance (1/#choices) and a blind prior that never looks at the images
+(always the training split's most frequent answer; for numbers, its median).
 
 python -m vla.spatial.eval checkpoint=outputs/spatial_tune/.../checkpoints/step_000300
 python -m vla.spatial.eval checkpoint=null       # the untuned backbone
@@ -26,22 +27,31 @@ def spread(records: list, n: int | None) -> list:
     return [records[i] for i in np.linspace(0, len(records) - 1, n).round().astype(int)]
 
 
-def numeric_chance(task_type: str, train_records: list[dict]) -> dict[str, str]:
-    """The constant answer a blind guesser would give: the training split's median."""
+def blind_answers(train_records: list[dict]) -> dict[str, str]:
+    """Per question type, the answer a guesser who never looks gives: the training split's most
+    frequent answer (multiple choice) or its median (numbers, per component)."""
+    from collections import Counter
+
     from .questions import parse_numbers
 
-    values = [parse_numbers(r["answer"]) for r in train_records if r["task_type"] == task_type]
-    if not values:
-        return {}
-    med = np.median(np.array(values), axis=0)
-    return {"answer": ", ".join(f"{x:.2f}" for x in np.atleast_1d(med))}
+    out = {}
+    for t in TASK_TYPES:
+        answers = [r["answer"] for r in train_records if r["task_type"] == t]
+        if not answers:
+            continue
+        if t in NUMERIC:
+            med = np.median(np.array([parse_numbers(a) for a in answers]), axis=0)
+            out[t] = ", ".join(f"{x:.2f}" for x in np.atleast_1d(med))
+        else:
+            out[t] = Counter(answers).most_common(1)[0][0]
+    return out
 
 
 def benchmark(model, samples, train_records: list[dict], batch_size: int = 8) -> list[dict]:
     """Score every sample; one row per question."""
     import torch
 
-    medians = {t: numeric_chance(t, train_records) for t in NUMERIC}
+    blind = blind_answers(train_records)
     rows = []
     with torch.no_grad():
         for i in tqdm(range(0, len(samples), batch_size), desc="spatial eval", unit="batch", leave=False):
@@ -52,14 +62,17 @@ def benchmark(model, samples, train_records: list[dict], batch_size: int = 8) ->
             preds.update(zip([s["id"] for s in numeric], model.generate(numeric) if numeric else []))
             for s in batch:
                 t = s["task_type"]
-                if t in NUMERIC:
-                    guess = medians[t].get("answer")
-                    chance = score(t, guess, s["answer"]) if guess else float("nan")
-                else:
-                    chance = 1.0 / len(s["choices"])
                 rows.append({"id": s["id"], "task_type": t, "prediction": preds[s["id"]], "answer": s["answer"],
-                             "score": score(t, preds[s["id"]], s["answer"]), "chance": chance})
+                             "score": score(t, preds[s["id"]], s["answer"]),
+                             "chance": None if t in NUMERIC else 1.0 / len(s["choices"]),
+                             "blind": score(t, blind[t], s["answer"]) if t in blind else None})
     return rows
+
+
+def _mean(values: list) -> float | None:
+    """Mean of the values that exist (None: no baseline of that kind); JSON-safe."""
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -69,22 +82,27 @@ def summarize(rows: list[dict]) -> dict:
         if rs:
             by_type[t] = {"n": len(rs), "metric": "MRA" if t in NUMERIC else "accuracy",
                           "score": float(np.mean([r["score"] for r in rs])),
-                          "chance": float(np.nanmean([r["chance"] for r in rs]))}
-    def mean_of(numeric: bool, key: str) -> float:
-        vals = [v[key] for t, v in by_type.items() if (t in NUMERIC) == numeric]
-        return float(np.mean(vals)) if vals else float("nan")
+                          "chance": _mean([r["chance"] for r in rs]), "blind": _mean([r["blind"] for r in rs])}
+    def mean_of(numeric: bool, key: str) -> float | None:
+        return _mean([v[key] for t, v in by_type.items() if (t in NUMERIC) == numeric])
     overall = {"choice_accuracy": mean_of(False, "score"), "choice_chance": mean_of(False, "chance"),
-               "numeric_mra": mean_of(True, "score"), "numeric_chance": mean_of(True, "chance"), "n": len(rows)}
+               "choice_blind": mean_of(False, "blind"), "numeric_mra": mean_of(True, "score"),
+               "numeric_blind": mean_of(True, "blind"), "n": len(rows)}
     return {"by_type": by_type, "overall": overall}
 
 
 def markdown(summary: dict, title: str) -> str:
-    lines = [f"### {title}", "", "| question type | n | metric | score | chance |", "|---|---:|---|---:|---:|"]
+    def f(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    lines = [f"### {title}", "", "| question type | n | metric | score | chance | blind prior |",
+             "|---|---:|---|---:|---:|---:|"]
     for t, v in summary["by_type"].items():
-        lines.append(f"| {t} | {v['n']} | {v['metric']} | {v['score']:.3f} | {v['chance']:.3f} |")
+        lines.append(f"| {t} | {v['n']} | {v['metric']} | {v['score']:.3f} | {f(v['chance'])} | {f(v['blind'])} |")
     o = summary["overall"]
-    lines.append(f"| **multiple choice (mean over types)** | | accuracy | **{o['choice_accuracy']:.3f}** | {o['choice_chance']:.3f} |")
-    lines.append(f"| **numeric (mean over types)** | | MRA | **{o['numeric_mra']:.3f}** | {o['numeric_chance']:.3f} |")
+    lines.append(f"| **multiple choice (mean over types)** | | accuracy | **{o['choice_accuracy']:.3f}** | "
+                 f"{f(o['choice_chance'])} | {f(o['choice_blind'])} |")
+    lines.append(f"| **numeric (mean over types)** | | MRA | **{o['numeric_mra']:.3f}** | - | {f(o['numeric_blind'])} |")
     return "\n".join(lines) + "\n"
 
 
