@@ -1,5 +1,7 @@
 """Train a VLA policy on a LeRobotDataset: `python -m vla.train suite=libero_spatial model=tiny_qwen2_5_vl head=tokens`.
 
+`stage=spatial` tunes the backbone on spatial VQA first (vla.spatial); `backbone_checkpoint=PATH`
+starts the action stage from its checkpoint.
 Multi-GPU: `accelerate launch -m vla.train ...` (the same code; accelerate picks DDP and bf16).
 Rerunning the same command resumes from the newest checkpoint in `train.output_dir`, with the same
 data order, optimiser and RNG state, so the loss curve continues as if never interrupted.
@@ -265,10 +267,8 @@ def train(cfg: DictConfig) -> Path:
     n_trainable = sum(p.numel() for p in params)
     print(f"stage {cfg.stage}: {cfg.model.family} {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
           f"({n_trainable / 1e6:.1f}M trained), {stage.summary}")
-    dataset = stage.dataset
-
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=batch_indices(len(dataset), cfg.train.batch_size, cfg.seed, start),
+        stage.dataset, batch_sampler=batch_indices(len(stage.dataset), cfg.train.batch_size, cfg.seed, start),
         collate_fn=stage.collate, num_workers=cfg.train.num_workers)
     model, optimizer = accelerator.prepare(model, optimizer)
     tb = SummaryWriter(str(out / "tb")) if accelerator.is_main_process else None
