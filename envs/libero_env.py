@@ -11,20 +11,11 @@ import xml.etree.ElementTree as ET
 import gymnasium as gym
 import numpy as np
 
+from .robot_state import robot_state
 from .suites import CAMERAS, Suite, get_suite
 
 # OpenVLA's "dummy action" for the wait steps: no motion, gripper open.
 NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)
-
-
-def quat_xyzw_to_axis_angle(q: np.ndarray) -> np.ndarray:
-    """Axis-angle (axis * angle) of a unit quaternion (x, y, z, w), robosuite's convention."""
-    q = np.asarray(q, dtype=np.float64)
-    w = np.clip(q[3], -1.0, 1.0)
-    s = np.sqrt(1.0 - w * w)
-    if s < 1e-8:
-        return np.zeros(3)
-    return q[:3] * (2.0 * np.arccos(w)) / s
 
 
 def _no_multisampling(xml: str) -> str:
@@ -194,9 +185,7 @@ class LiberoEnv(gym.Env):
     # -- observation ------------------------------------------------------------------------
     def state(self, raw: dict | None = None) -> np.ndarray:
         raw = self._raw if raw is None else raw
-        return np.concatenate([
-            raw["robot0_eef_pos"], quat_xyzw_to_axis_angle(raw["robot0_eef_quat"]), raw["robot0_gripper_qpos"],
-        ]).astype(np.float32)
+        return robot_state(raw["robot0_eef_pos"], raw["robot0_eef_quat"], raw["robot0_gripper_qpos"])
 
     def _make_cameras_lazy(self) -> None:
         """Wrap each camera's robosuite sensor so it renders only while self._render is set. The

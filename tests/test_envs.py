@@ -5,7 +5,8 @@ import pytest
 
 from envs import ground_truth as gt
 from envs.experts import UnsupportedTask, make_expert, run_expert_episode
-from envs.libero_env import LiberoEnv, quat_xyzw_to_axis_angle
+from envs.libero_env import LiberoEnv
+from envs.robot_state import quat_xyzw_to_axis_angle
 from envs.suites import MAX_STEPS, get_suite
 
 

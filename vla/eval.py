@@ -13,25 +13,32 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 
-def make_policy(cfg: DictConfig):
-    kind = cfg.eval.policy
+def load_policy(kind: str, checkpoint: str | None, suite_cfg, chunk_size: int = 8, seed: int = 0):
+    """The policy named by `kind` (checkpoint | scripted | random) -> (policy, cameras, resolution,
+    chunk length). Shared by evaluation and the policy server."""
     if kind == "scripted":
         from eval_rollouts.engine import ExpertPolicy
 
-        return ExpertPolicy(), list(cfg.suite.cameras), cfg.suite.resolution
+        return ExpertPolicy(), list(suite_cfg.cameras), int(suite_cfg.resolution), 1
     if kind == "random":
         from policies import RandomPolicy
 
-        # chunks as long as the open-loop horizon: skipped renders make a random baseline cheap
-        return RandomPolicy(chunk_size=int(cfg.eval.replan_steps or 8), seed=cfg.seed), list(cfg.suite.cameras), cfg.suite.resolution
+        return RandomPolicy(chunk_size=chunk_size, seed=seed), list(suite_cfg.cameras), int(suite_cfg.resolution), chunk_size
     if kind == "checkpoint":
-        if not cfg.eval.checkpoint:
-            raise ValueError("eval.policy=checkpoint needs eval.checkpoint=<a checkpoint folder from vla.train>")
+        if not checkpoint:
+            raise ValueError("policy=checkpoint needs a checkpoint folder from vla.train (checkpoint=PATH)")
         from policies import VLAPolicy
 
-        policy = VLAPolicy.from_checkpoint(cfg.eval.checkpoint)
-        return policy, policy.spec.cameras, policy.spec.resolution
-    raise ValueError(f"eval.policy must be checkpoint, scripted or random, not {kind!r}")
+        policy = VLAPolicy.from_checkpoint(checkpoint)
+        return policy, list(policy.spec.cameras), policy.spec.resolution, policy.spec.chunk_size
+    raise ValueError(f"policy must be checkpoint, scripted or random, not {kind!r}")
+
+
+def make_policy(cfg: DictConfig):
+    # random: chunks as long as the open-loop horizon, so skipped renders make the baseline cheap
+    policy, cameras, resolution, _ = load_policy(cfg.eval.policy, cfg.eval.checkpoint, cfg.suite,
+                                                 int(cfg.eval.replan_steps or 8), cfg.seed)
+    return policy, cameras, resolution
 
 
 def evaluate(cfg: DictConfig) -> dict:

@@ -1,0 +1,164 @@
+"""The policy server and client: wire format, auth, bad input, batching across clients, reconnect."""
+
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import msgpack
+import numpy as np
+import pytest
+from test_policy import tiny_model
+
+from policies import RandomPolicy, VLAPolicy
+from vla.client import PolicyClient, ServerError
+from vla.serve import PolicyServer
+from vla.wire import NDARRAY, WireError, pack, unpack
+
+CAMERAS = ["agentview", "robot0_eye_in_hand"]
+
+
+def observation(res=64, seed=0, state=None):
+    rng = np.random.default_rng(seed)
+    return {"images": {c: rng.integers(0, 255, (res, res, 3), dtype=np.uint8) for c in CAMERAS},
+            "state": rng.normal(size=8).astype(np.float32) if state is None else np.asarray(state, np.float32),
+            "instruction": "pick up the black bowl and place it on the plate"}
+
+
+class EchoPolicy:
+    """Action row = the state's first value, so a client can tell its own answer; records batch
+    sizes and takes 30 ms per call, so that concurrent requests pile up."""
+
+    def __init__(self):
+        self.batches = []
+
+    def reset(self):
+        pass
+
+    def act(self, obs):
+        self.batches.append(len(obs["instruction"]))
+        time.sleep(0.03)
+        return np.repeat(np.asarray(obs["state"])[:, None, :1], 7, axis=2).repeat(2, axis=1).astype(np.float32)
+
+
+@pytest.fixture
+def server():
+    servers = []
+
+    def start(policy=None, **kw):
+        s = PolicyServer(policy or RandomPolicy(chunk_size=8), CAMERAS, 64, 8, **kw).start_in_thread()
+        servers.append(s)
+        return s, f"ws://127.0.0.1:{s.port}"
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def test_wire_round_trips_arrays_and_refuses_anything_else():
+    msg = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.zeros((2, 2, 3), np.uint8), "s": "x",
+           "n": [1, 2.5, None], "m": np.array([True, False]), "i": np.int64(7)}
+    back = unpack(pack(msg))
+    for k in ("a", "b", "m"):
+        assert back[k].dtype == msg[k].dtype and back[k].shape == msg[k].shape
+        np.testing.assert_array_equal(back[k], msg[k])
+    assert back["s"] == "x" and back["n"] == [1, 2.5, None] and back["i"] == 7
+    with pytest.raises(WireError, match="dtype object"):
+        pack({"x": np.array([object()], dtype=object)})
+    with pytest.raises(WireError, match="type set"):
+        pack({"x": {1, 2}})
+    evil = msgpack.packb(msgpack.ExtType(NDARRAY, msgpack.packb(["|O", [1]]) + b"\0" * 8))
+    with pytest.raises(WireError, match="not allowed"):
+        unpack(evil)
+    short = msgpack.packb(msgpack.ExtType(NDARRAY, msgpack.packb(["<f4", [4]]) + b"\0" * 8))
+    with pytest.raises(WireError, match="does not match"):
+        unpack(short)
+    with pytest.raises(WireError, match="not a valid msgpack"):
+        unpack(b"\xc1garbage")
+
+
+def test_served_actions_equal_the_policy_in_process(server):
+    policy = VLAPolicy(tiny_model(head="parallel", chunk_size=4))
+    s, url = server(policy)
+    obs = observation()
+    with PolicyClient(url) as client:
+        assert client.metadata["cameras"] == CAMERAS and client.metadata["image_size"] == [64, 64]
+        served = client.act(obs)
+        assert set(client.last_timing) == {"queue_ms", "infer_ms", "total_ms", "batch_size"}
+        assert client.last_timing["infer_ms"] <= client.last_timing["total_ms"]
+    direct = policy.act({"images": {c: v[None] for c, v in obs["images"].items()}, "state": obs["state"][None],
+                         "instruction": [obs["instruction"]]})[0]
+    assert served.shape == (4, 7) and served.dtype == np.float32
+    np.testing.assert_array_equal(served, direct)
+
+
+def test_api_key_is_required_and_healthz_is_open(server):
+    s, url = server(api_key="s3cret")
+    for key in (None, "wrong"):
+        with pytest.raises(ServerError, match="401"):
+            PolicyClient(url, api_key=key)
+    with PolicyClient(url, api_key="s3cret") as client:
+        assert client.act(observation()).shape == (8, 7)
+    with urllib.request.urlopen(f"http://127.0.0.1:{s.port}/healthz", timeout=5) as r:
+        assert r.status == 200
+    with pytest.raises(urllib.error.HTTPError, match="401"):
+        urllib.request.urlopen(f"http://127.0.0.1:{s.port}/", timeout=5)
+
+
+def test_bad_messages_get_an_error_frame_and_the_connection_stays_usable(server):
+    s, url = server(max_message_bytes=1 << 20)
+    good = observation()
+    bad = {
+        "no instruction": ({k: v for k, v in good.items() if k != "instruction"}, "lacks \\['instruction'\\]"),
+        "missing camera": (dict(good, images={"agentview": good["images"]["agentview"]}), "robot0_eye_in_hand"),
+        "float image": (dict(good, images={c: v.astype(np.float32) for c, v in good["images"].items()}), "uint8"),
+        "short state": (dict(good, state=np.zeros(3, np.float32)), "state must be 8 numbers"),
+        "oversize": (dict(good, padding=np.zeros(2 << 20, np.uint8)), "exceeds the server's limit"),
+    }
+    with PolicyClient(url) as client:
+        for name, (msg, error) in bad.items():
+            with pytest.raises(ServerError, match=error):
+                client.request(msg)
+        client._ws.send(b"\xc1\xc1 not msgpack")
+        assert "not a valid msgpack" in unpack(client._ws.recv(timeout=5))["error"]
+        client._ws.send(pack([1, 2, 3]))
+        assert "must be a map" in unpack(client._ws.recv(timeout=5))["error"]
+        client._ws.send("a text frame")
+        assert "binary" in unpack(client._ws.recv(timeout=5))["error"]
+        assert client.act(good).shape == (8, 7)  # same connection, still served
+
+
+def test_concurrent_clients_share_policy_calls_and_get_their_own_answers(server):
+    policy = EchoPolicy()
+    s, url = server(policy, max_batch=8, batch_wait_ms=20)
+    clients = [PolicyClient(url) for _ in range(6)]
+    answers, barrier = {}, threading.Barrier(len(clients))
+
+    def ask(i, client):
+        barrier.wait()
+        for k in range(5):
+            answers[i, k] = client.act(observation(state=[i * 10 + k] + [0] * 7))[0, 0]
+
+    threads = [threading.Thread(target=ask, args=(i, c)) for i, c in enumerate(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for c in clients:
+        c.close()
+    assert answers == {(i, k): i * 10 + k for i in range(6) for k in range(5)}
+    assert sum(policy.batches) == 30 and max(policy.batches) > 1
+    assert len(policy.batches) < 30  # some requests shared a call
+
+
+def test_client_reconnects_after_a_server_restart(server):
+    s, url = server()
+    client = PolicyClient(url, retry_wait_s=0.1)
+    assert client.act(observation()).shape == (8, 7)
+    s.stop()
+    s2 = PolicyServer(RandomPolicy(chunk_size=8), CAMERAS, 64, 8).start_in_thread(port=s.port)
+    try:
+        assert client.act(observation()).shape == (8, 7)
+    finally:
+        client.close()
+        s2.stop()
