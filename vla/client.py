@@ -20,10 +20,11 @@ class ServerError(RuntimeError):
 
 
 class PolicyClient:
-    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 5.0, retries: int = 3,
+    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 5.0, connect_s: float = 5.0,
                  retry_wait_s: float = 0.5):
+        """timeout_s: for each answer; connect_s: how long to keep trying to reach the server."""
         self.url, self.api_key, self.timeout_s = url, api_key, timeout_s
-        self.retries, self.retry_wait_s = retries, retry_wait_s
+        self.connect_s, self.retry_wait_s = connect_s, retry_wait_s
         self._ws, self.metadata, self.last_timing = None, None, None
         self._ids = itertools.count()
         self._connect()
@@ -33,8 +34,8 @@ class PolicyClient:
         from websockets.sync.client import connect
 
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
-        last = None
-        for attempt in range(self.retries + 1):
+        last, deadline = None, time.monotonic() + self.connect_s
+        while True:
             try:
                 self._ws = connect(self.url, additional_headers=headers, compression=None, max_size=None,
                                    open_timeout=self.timeout_s, proxy=None, legacy=True)
@@ -48,7 +49,9 @@ class PolicyClient:
                                   f"{e.response.body.decode(errors='replace').strip()}") from None
             except (OSError, TimeoutError) as e:
                 last = e
-                time.sleep(self.retry_wait_s * (attempt + 1))
+                if time.monotonic() + self.retry_wait_s > deadline:
+                    break
+                time.sleep(self.retry_wait_s)
         raise ConnectionError(f"cannot reach the policy server at {self.url}: {last}")
 
     def request(self, message: dict) -> dict:

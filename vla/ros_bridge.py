@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -123,46 +124,46 @@ class Bridge:
         return "enabled" if on else "disabled"
 
     def observation(self):
-        """(observation for the server, its age in seconds) or (None, reason)."""
+        """(observation for the server, its age in seconds, eef position) or (None, reason, None)."""
         with self.lock:
             need = self.cameras + ["pose", "gripper"] + self.extras
             missing = [n for n in need if n not in self.parts]
             if missing:
-                return None, f"no message yet from {missing}"
+                return None, f"no message yet from {missing}", None
             age = self.clock() - min(self.parts[n][1] for n in need)
             (pos, quat), _ = self.parts["pose"]
             obs = {"images": {c: self.parts[c][0] for c in self.cameras},
                    "state": robot_state(pos, quat, self.parts["gripper"][0]), "instruction": self.instruction}
             for n in self.extras:
                 obs[n] = self.parts[n][0]
-        return obs, age
+        return obs, age, np.asarray(pos, np.float64)  # float64: the box check must not see float32 rounding
 
-    def _stop(self, reason: str) -> None:
+    def _stop(self, reason: str, kind: str | None = None) -> None:
         cmd = Command(np.zeros(3), np.zeros(3), self.gripper, [reason])
-        if self._stopped_for != reason:  # log each new reason once, publish every tick
+        if self._stopped_for != (kind or reason):  # log when a stop begins; publish one every tick
             log.warning("stop: %s", reason)
-        self._stopped_for = reason
+        self._stopped_for = kind or reason
         self.stats["stops"] += 1
         self.publish(cmd)
 
     def tick(self) -> None:
         if not self.enabled:
             return
-        obs, age = self.observation()
+        obs, age, eef_pos = self.observation()
         if obs is None:
             return self._stop(age)
         if age > self.max_obs_age_s:
             self.chunk = []  # the world moved on: a stale chunk is not resumed
-            return self._stop(f"observation is {age * 1000:.0f} ms old (limit {self.max_obs_age_s * 1000:.0f} ms)")
+            return self._stop(f"observation is {age * 1000:.0f} ms old (limit {self.max_obs_age_s * 1000:.0f} ms)", "stale")
         if not self.chunk:
             try:
                 actions = self.client.act(obs)
                 self.stats["queries"] += 1
             except Exception as e:  # timeout, lost link, error frame: stop, try again next tick
                 self.stats["server_errors"] += 1
-                return self._stop(f"policy server: {e}")
+                return self._stop(f"policy server: {e}", "server")
             self.chunk = list(actions[: self.execute_steps or len(actions)])
-        cmd = self.limits.command(self.chunk.pop(0), obs["state"][:3])
+        cmd = self.limits.command(self.chunk.pop(0), eef_pos)
         self._stopped_for = None
         if cmd.notes:
             self.stats["clipped"] += 1
@@ -170,6 +171,17 @@ class Bridge:
         self.gripper = cmd.gripper
         self.stats["commands"] += 1
         self.publish(cmd)
+
+
+def keep_logging_on_stderr() -> None:
+    """rospy.init_node sends the root logger to a file under ~/.ros/log only: keep our
+    package's messages (clips, stops) on stderr as well."""
+    pkg = logging.getLogger("vla")
+    if not any(getattr(h, "_vla", False) for h in pkg.handlers):
+        h = logging.StreamHandler()
+        h._vla = True
+        h.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        pkg.addHandler(h)
 
 
 # -- ROS message conversion -------------------------------------------------------------------
@@ -208,6 +220,7 @@ class Ros1IO:
 
         self.rospy, self.cfg, self.bridge, self.TwistStamped, self.Float32 = rospy, cfg, bridge, TwistStamped, Float32
         rospy.init_node(cfg.node_name, anonymous=False, disable_signals=True)
+        keep_logging_on_stderr()
         stamp = lambda msg: msg.header.stamp.to_sec()  # noqa: E731
 
         for cam, spec in cfg.cameras.items():
@@ -321,7 +334,8 @@ def run(cfg: DictConfig) -> None:
     if not cfg.instruction:
         raise ValueError("instruction= is required: the task in words, as in training")
     limits = SafetyLimits(**OmegaConf.to_container(cfg.safety.limits))
-    client = PolicyClient(cfg.server, api_key=cfg.api_key, timeout_s=cfg.safety.server_timeout_s)
+    client = PolicyClient(cfg.server, api_key=cfg.api_key, timeout_s=cfg.safety.server_timeout_s,
+                          connect_s=cfg.server_connect_s)
     served = client.metadata["cameras"]
     if sorted(served) != sorted(cfg.cameras):
         raise ValueError(f"the server's policy reads cameras {served}; the config subscribes {sorted(cfg.cameras)}")
@@ -346,12 +360,14 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # rospy's handlers are off: finish cleanly
     if cfg.config:  # a robot's YAML file, then the command line on top of it
         try:
             robot = OmegaConf.load(cfg.config)
         except OSError as e:
             raise SystemExit(f"vla.ros_bridge: cannot read config={cfg.config} ({e.strerror or e})") from None
-        cfg = OmegaConf.merge(cfg, robot, OmegaConf.from_dotlist(list(HydraConfig.get().overrides.task)))
+        overrides = [o.lstrip("+") for o in HydraConfig.get().overrides.task if not o.startswith("~")]
+        cfg = OmegaConf.merge(cfg, robot, OmegaConf.from_dotlist(overrides))
     from .client import ServerError
 
     try:

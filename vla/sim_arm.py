@@ -22,6 +22,8 @@ from omegaconf import DictConfig
 
 from envs.robot_state import ROTATION_RAD_PER_UNIT, TRANSLATION_M_PER_UNIT
 
+from .ros_bridge import keep_logging_on_stderr
+
 log = logging.getLogger("vla.sim_arm")
 
 
@@ -46,6 +48,7 @@ class SimArm:
         self.msgs = {"Image": Image, "PoseStamped": PoseStamped, "JointState": JointState,
                      "Float32MultiArray": Float32MultiArray, "String": String}
         rospy.init_node(cfg.node_name, disable_signals=True)
+        keep_logging_on_stderr()
         self.env = LiberoEnv(cfg.suite.name, cfg.task, cameras=list(cfg.cameras), resolution=cfg.resolution,
                              fast_render=True, max_steps=cfg.max_steps)
         self.obs, _ = self.env.reset(init_state_index=cfg.init)
