@@ -162,3 +162,50 @@ def test_client_reconnects_after_a_server_restart(server):
     finally:
         client.close()
         s2.stop()
+
+
+@pytest.mark.parametrize("args, error", [
+    (["vla.serve", "policy=checkpoint"], "needs a checkpoint folder"),
+    (["vla.serve", "policy=checkpoint", "checkpoint=/nonexistent/ckpt"], "/nonexistent/ckpt"),
+    (["vla.serve", "policy=magic"], "policy must be checkpoint, scripted or random, not 'magic'"),
+    (["vla.ros_bridge", "config=/nonexistent/robot.yaml"], "cannot read config=/nonexistent/robot.yaml"),
+    (["vla.ros_bridge"], "instruction= is required"),
+])
+def test_entry_points_name_the_bad_setting(args, error):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and error in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+
+
+def test_bridge_stops_when_the_server_is_too_slow_and_resumes_after(server):
+    from vla.ros_bridge import Bridge, SafetyLimits
+
+    class SlowPolicy(EchoPolicy):
+        delay = 0.5
+
+        def act(self, obs):
+            time.sleep(self.delay)
+            return np.zeros((len(obs["instruction"]), 2, 7), np.float32) + 0.1
+
+    policy = SlowPolicy()
+    s, url = server(policy)
+    sent = []
+    bridge = Bridge(PolicyClient(url, timeout_s=0.2), SafetyLimits(), CAMERAS, "pick", sent.append, enabled=True)
+    obs = observation()
+    for cam in CAMERAS:
+        bridge.update(cam, obs["images"][cam])
+    bridge.update("pose", ((0.5, 0.0, 0.3), (0, 0, 0, 1)))
+    bridge.update("gripper", np.zeros(2))
+    t0 = time.perf_counter()
+    bridge.tick()
+    assert time.perf_counter() - t0 < 0.4 and sent[-1].is_stop and "no answer" in sent[-1].notes[0]
+    assert bridge.stats["server_errors"] == 1
+    policy.delay = 0.0
+    time.sleep(0.5)  # the slow call still holds the policy
+    for name in CAMERAS + ["pose", "gripper"]:  # fresh observation parts
+        bridge.update(name, bridge.parts[name][0])
+    bridge.tick()
+    assert not sent[-1].is_stop and sent[-1].translation[0] == pytest.approx(0.005)

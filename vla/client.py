@@ -66,6 +66,9 @@ class PolicyClient:
                 self._ws.send(pack(message))
                 reply = unpack(self._ws.recv(timeout=self.timeout_s))
                 break
+            except TimeoutError:  # drop the link: its late answer must not be read as the next one's
+                self.close()
+                raise TimeoutError(f"no answer from {self.url} within {self.timeout_s} s") from None
             except (ConnectionClosed, OSError) as e:
                 self.close()
                 if attempt:

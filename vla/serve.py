@@ -119,9 +119,13 @@ class PolicyServer:
                                                  "infer_ms": round(infer_ms, 3), "batch_size": len(items)}))
 
     async def _handle(self, ws) -> None:
+        from websockets.exceptions import ConnectionClosed
+
         self.clients += 1
         try:
             await self._session(ws)
+        except ConnectionClosed:  # the client left (or gave up waiting) before its answer
+            pass
         finally:
             self.clients -= 1
 
