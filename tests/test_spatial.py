@@ -7,7 +7,7 @@ import pytest
 from envs import ground_truth as gt
 from envs.libero_env import LiberoEnv
 from vla.spatial import questions as Q
-from vla.spatial.scene import add_camera_motion, capture, randomize
+from vla.spatial.scene import MIN_VISIBLE_PIXELS, add_camera_motion, capture, randomize
 
 RES = 128
 
@@ -120,7 +120,7 @@ def test_correspondence_has_exactly_one_right_answer(scenes):
 def test_visibility_matches_segmentation(scenes):
     for scene, r, *_ in by_type(scenes, "visibility"):
         k = scene.objects.index(r["gt"]["object"]) + 1
-        seen = [scene.views[c].visible(k) >= 12 for c in r["gt"]["cameras"]]
+        seen = [scene.views[c].visible(k) >= MIN_VISIBLE_PIXELS for c in r["gt"]["cameras"]]
         assert r["answer"] == {(True, True): "both", (True, False): "image 1", (False, True): "image 2",
                                (False, False): "neither"}[tuple(seen)]
         assert Q.readable(r["gt"]["object"]) in r["question"]
