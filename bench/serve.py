@@ -63,14 +63,8 @@ def load(url: str, clients: int, seconds: float) -> dict:
 def main() -> None:
     import psutil
     import torch
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
-    from action_tokenizer import ActionStats
-    from policies import VLAPolicy
-    from policies.backbone import build_backbone
-    from policies.transforms import StateNormalizer
-    from policies.vla_model import PolicySpec, VLAModel, extra_tokens
+    from bench.eval import tiny_policy  # the same tiny VLA as the rollout benchmark
     from vla.serve import PolicyServer
 
     args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
@@ -79,12 +73,8 @@ def main() -> None:
     soak_s = float(args.get("soak_s", 30 if quick else 600))
     torch.manual_seed(0)
     torch.set_num_threads(1)  # the same for in-process and served calls; the other core runs the clients
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
-        model_cfg = OmegaConf.to_container(compose(config_name="config", overrides=["model=tiny_qwen2_5_vl"]).model)
-    spec = PolicySpec(head="parallel", output="l1", chunk_size=8)
-    acts = np.random.default_rng(0).uniform(-1, 1, (256, 7)).astype(np.float32)
-    policy = VLAPolicy(VLAModel(build_backbone(model_cfg, extra_tokens(spec)), spec, ActionStats.from_actions(acts),
-                                StateNormalizer(np.zeros(8), np.ones(8))))
+    policy = tiny_policy(8)
+    spec = policy.spec
 
     obs = observation(0)
     single = {"images": {c: v[None] for c, v in obs["images"].items()}, "state": obs["state"][None], "instruction": [INSTRUCTION]}
