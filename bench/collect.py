@@ -1,8 +1,9 @@
-"""Simulation speed: env steps/s with two 128x128 cameras, default vs fast rendering, and the
-scripted expert's episodes/s as collection runs it (fast rendering, both cameras).
+"""Simulation speed: env steps/s with two 128x128 cameras for each render setting (full, fast,
+lowpoly), and the scripted expert's episodes/s as collection runs it (both cameras), fast vs
+lowpoly, side by side in one run.
 
 python bench/collect.py [steps=100] [episodes=3]
-Last line: RESULT steps_per_s_default=<f> steps_per_s_fast=<f> speedup=<f> expert_episodes_per_s=<f>
+Last line: RESULT steps_per_s_full=<f> steps_per_s_fast=<f> steps_per_s_lowpoly=<f> lowpoly_vs_fast=<f> ...
 """
 
 import sys
@@ -11,12 +12,12 @@ import time
 import numpy as np
 
 from envs.experts import make_expert
-from envs.libero_env import LiberoEnv
+from envs.libero_env import RENDER_QUALITIES, LiberoEnv
 from vla.collect import record_episode
 
 
-def steps_per_second(fast: bool, steps: int) -> float:
-    env = LiberoEnv("libero_spatial", 0, resolution=128, fast_render=fast)
+def steps_per_second(quality: str, steps: int) -> float:
+    env = LiberoEnv("libero_spatial", 0, resolution=128, render_quality=quality)
     env.reset(init_state_index=0)
     rng = np.random.default_rng(0)
     for _ in range(5):  # warm-up (first renders, controller JIT)
@@ -30,22 +31,29 @@ def steps_per_second(fast: bool, steps: int) -> float:
     return rate
 
 
-def main(argv):
-    opts = dict(a.split("=", 1) for a in argv)
-    steps, episodes = int(opts.get("steps", 100)), int(opts.get("episodes", 3))
-    default = steps_per_second(False, steps)
-    fast = steps_per_second(True, steps)
-    print(f"env steps/s, 2 cameras 128x128: default {default:.2f}, fast rendering {fast:.2f} ({fast / default:.2f}x)")
-
-    env = LiberoEnv("libero_spatial", 0, resolution=128, fast_render=True)
+def expert_episodes_per_second(quality: str, episodes: int) -> tuple[float, int]:
+    env = LiberoEnv("libero_spatial", 0, resolution=128, render_quality=quality)
     expert = make_expert(env)
     t0 = time.perf_counter()
     ok = sum(record_episode(env, expert, seed=s, init_state_index=None)[0] for s in range(episodes))
-    eps = episodes / (time.perf_counter() - t0)
+    rate = episodes / (time.perf_counter() - t0)
     env.close()
-    print(f"expert: {ok}/{episodes} successful, {eps:.4f} episodes/s ({1 / eps:.1f} s/episode incl. reset)")
-    print(f"RESULT steps_per_s_default={default:.3f} steps_per_s_fast={fast:.3f} speedup={fast / default:.3f} "
-          f"expert_episodes_per_s={eps:.4f}")
+    return rate, ok
+
+
+def main(argv):
+    opts = dict(a.split("=", 1) for a in argv)
+    steps, episodes = int(opts.get("steps", 100)), int(opts.get("episodes", 3))
+    rates = {q: steps_per_second(q, steps) for q in RENDER_QUALITIES}
+    print("env steps/s, 2 cameras 128x128: " + ", ".join(f"{q} {r:.2f}" for q, r in rates.items()))
+    eps = {}
+    for q in ("fast", "lowpoly"):
+        eps[q], ok = expert_episodes_per_second(q, episodes)
+        print(f"expert ({q}): {ok}/{episodes} successful, {eps[q]:.4f} episodes/s ({1 / eps[q]:.1f} s/episode incl. reset, "
+              f"{3600 * eps[q]:.0f} episodes/hour)")
+    print(f"RESULT steps_per_s_full={rates['full']:.3f} steps_per_s_fast={rates['fast']:.3f} "
+          f"steps_per_s_lowpoly={rates['lowpoly']:.3f} lowpoly_vs_fast={rates['lowpoly'] / rates['fast']:.3f} "
+          f"expert_episodes_per_hour_fast={3600 * eps['fast']:.0f} expert_episodes_per_hour_lowpoly={3600 * eps['lowpoly']:.0f}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def tiny_policy(chunk: int) -> VLAPolicy:
 
 def serial(policy, episodes, max_steps, skip_renders=False) -> tuple[float, float, float]:
     """Seconds in all, in the policy, in the simulator (env construction excluded, resets included)."""
-    env = LiberoEnv("libero_spatial", 0, cameras=list(CAMERAS), resolution=128, fast_render=True, max_steps=max_steps)
+    env = LiberoEnv("libero_spatial", 0, cameras=list(CAMERAS), resolution=128, max_steps=max_steps)
     t_policy = t_sim = 0.0
     t0 = time.perf_counter()
     for _, init in episodes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mujoco
 import numpy as np
 
 
@@ -37,6 +38,16 @@ def _subtree_geoms(model, body_id: int) -> np.ndarray:
     for b in range(body_id + 1, model.nbody):  # MuJoCo orders bodies parent-first
         in_tree[b] = in_tree[model.body_parentid[b]]
     return np.flatnonzero(in_tree[model.geom_bodyid])
+
+
+def _shape_geoms(model, body_id: int) -> np.ndarray:
+    """The subtree's geoms that describe its shape: without the decimated render twins of
+    render_quality="lowpoly" (envs/lowpoly.py), so the ground truth is the same at every setting."""
+    from .lowpoly import TWIN_SUFFIX
+
+    geoms = _subtree_geoms(model, body_id)
+    names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, int(g)) or "" for g in geoms]
+    return geoms[[not n.endswith(TWIN_SUFFIX) for n in names]]
 
 
 def _geom_corners(model, data, geoms: np.ndarray) -> np.ndarray:
@@ -132,7 +143,7 @@ def object_info(env, name: str) -> ObjectInfo:
         raise ValueError(f"unknown object {name!r}; this scene has {sorted(rs.obj_body_id)}")
     model, data = env.sim.model._model, env.sim.data._data
     body = rs.obj_body_id[name]
-    geoms = _subtree_geoms(model, body)
+    geoms = _shape_geoms(model, body)
     collision = geoms[_collision(model)[geoms]]
     corners = _geom_corners(model, data, collision if len(collision) else geoms)
     pos = np.array(data.xpos[body])
@@ -144,7 +155,7 @@ def narrow_axis(env, name: str) -> np.ndarray:
     """Unit xy direction across which an object is narrowest (principal axes of its footprint)."""
     rs = env.robosuite_env
     model, data = env.sim.model._model, env.sim.data._data
-    geoms = _subtree_geoms(model, rs.obj_body_id[name])
+    geoms = _shape_geoms(model, rs.obj_body_id[name])
     return narrowest_direction(_geom_corners(model, data, geoms)[:, :2])
 
 

@@ -18,6 +18,25 @@ from .suites import CAMERAS, Suite, get_suite
 NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)
 
 
+# Render settings, cheapest last. "fast": no reflections, no multi-sampling (~2x "full").
+# "lowpoly": "fast" with every visual mesh above LOWPOLY_MAX_FACES drawn from a decimated copy
+# (envs/lowpoly.py; physics unchanged). A dataset records the setting it was rendered with.
+RENDER_QUALITIES = ("full", "fast", "lowpoly")
+DEFAULT_RENDER = "lowpoly"
+LOWPOLY_MAX_FACES = 2000
+
+
+def _render_xml_processor(quality: str):
+    def process(xml: str) -> str:
+        if quality == "lowpoly":
+            from .lowpoly import lowpoly_xml
+
+            xml = lowpoly_xml(xml, LOWPOLY_MAX_FACES)
+        return _no_multisampling(xml)
+
+    return process
+
+
 def _no_multisampling(xml: str) -> str:
     """Set <visual><quality offsamples="0"/> in a MuJoCo model: no offscreen multi-sampling."""
     root = ET.fromstring(xml)
@@ -54,7 +73,7 @@ class LiberoEnv(gym.Env):
         task_index: int = 0,
         cameras: tuple[str, ...] | list[str] = CAMERAS,
         resolution: int = 128,
-        fast_render: bool = False,
+        render_quality: str = DEFAULT_RENDER,
         max_steps: int | None = None,
         num_wait_steps: int | None = None,
         camera_obs: bool = True,
@@ -68,7 +87,9 @@ class LiberoEnv(gym.Env):
         if not isinstance(resolution, int) or not 16 <= resolution <= 1024:
             raise ValueError(f"resolution must be an int in 16..1024, got {resolution!r}")
         self.resolution = resolution
-        self.fast_render = fast_render
+        if render_quality not in RENDER_QUALITIES:
+            raise ValueError(f"render_quality must be one of {RENDER_QUALITIES}, got {render_quality!r}")
+        self.render_quality = render_quality
         self.depth = depth
         self.max_steps = self.suite.max_steps if max_steps is None else int(max_steps)
         self.num_wait_steps = self.suite.num_wait_steps if num_wait_steps is None else int(num_wait_steps)
@@ -85,8 +106,8 @@ class LiberoEnv(gym.Env):
             )
         else:
             self._env = ControlEnv(**kwargs, use_camera_obs=False, has_offscreen_renderer=False)
-        if fast_render and camera_obs:
-            self._env.env.set_xml_processor(_no_multisampling)
+        if render_quality != "full" and camera_obs:
+            self._env.env.set_xml_processor(_render_xml_processor(render_quality))
 
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(7,), dtype=np.float32)
         image = gym.spaces.Box(0, 255, shape=(resolution, resolution, 3), dtype=np.uint8)
@@ -138,7 +159,7 @@ class LiberoEnv(gym.Env):
             if not isinstance(init_state_index, (int, np.integer)) or not 0 <= init_state_index < len(states):
                 raise ValueError(f"init_state_index {init_state_index!r} out of range 0..{len(states) - 1}")
             raw = self._env.set_init_state(states[int(init_state_index)])
-        if self.fast_render and self.cameras:
+        if self.render_quality != "full" and self.cameras:
             import mujoco
 
             ctx = self.sim._render_context_offscreen

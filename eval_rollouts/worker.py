@@ -16,9 +16,18 @@ class EnvSpec:
     suite: str
     cameras: tuple[str, ...]
     resolution: int
-    fast_render: bool = True
+    render_quality: str = "lowpoly"  # envs.libero_env.RENDER_QUALITIES
     max_steps: int | None = None  # None: the suite's protocol value
     expert: bool = False  # also send the scripted expert's action with each observation
+    # fixed: episode (task, k) starts from the suite's init state k (the evaluation protocol);
+    # random: from the fresh layout seeded by validation_seed(task, k) (validation, never the test states)
+    layouts: str = "fixed"
+
+
+def validation_seed(task: int, k: int) -> int:
+    """Seeds of validation layouts: apart from vla.collect's demonstration seeds (< 10^9 for
+    any collection seed below 990), so a validation scene is never a training scene."""
+    return 10**9 + 10_000 * task + k
 
 
 def _serve(conn, spec: EnvSpec) -> None:
@@ -47,8 +56,11 @@ def _serve(conn, spec: EnvSpec) -> None:
                     if env is not None:
                         env.close()
                     env, task = LiberoEnv(spec.suite, t, cameras=list(spec.cameras), resolution=spec.resolution,
-                                          fast_render=spec.fast_render, max_steps=spec.max_steps), t
-                obs, _ = env.reset(init_state_index=init)
+                                          render_quality=spec.render_quality, max_steps=spec.max_steps), t
+                if spec.layouts == "random":
+                    obs, _ = env.reset(seed=validation_seed(t, init))
+                else:
+                    obs, _ = env.reset(init_state_index=init)
                 expert = None
                 if spec.expert:
                     try:

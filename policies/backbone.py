@@ -99,7 +99,7 @@ def _tiny_config(family: str, tiny: dict, vocab_rows: int, tok: PreTrainedTokeni
     vh, vheads, depth = int(tiny["vision_hidden_size"]), int(tiny["vision_num_heads"]), int(tiny["vision_depth"])
     vision = dict(depth=depth, hidden_size=vh, num_heads=vheads, intermediate_size=2 * vh, out_hidden_size=h)
     if family == "qwen2_5_vl":
-        vision.update(patch_size=14, window_size=56, fullatt_block_indexes=[depth - 1])
+        vision.update(patch_size=14, window_size=int(tiny.get("vision_window_size", 56)), fullatt_block_indexes=[depth - 1])
     else:
         vision.update(patch_size=16, num_position_embeddings=256, deepstack_visual_indexes=[depth - 1])
     ids = {k: tok.convert_tokens_to_ids(t) for k, t in
@@ -177,11 +177,44 @@ def build_backbone(cfg, extra_tokens: list[str] = (), seed: int = 0) -> Backbone
     return Backbone(model, tok, proc, family, text_vocab)
 
 
-def image_inputs(processor, images: list[np.ndarray]) -> tuple[dict, list[int]]:
-    """Pixel inputs for a flat list of images and the number of <|image_pad|> tokens each needs."""
-    pix = processor(images=images, return_tensors="pt")
-    per_image = (pix["image_grid_thw"].prod(-1) // processor.merge_size ** 2).tolist()
-    return {"pixel_values": pix["pixel_values"], "image_grid_thw": pix["image_grid_thw"]}, per_image
+def input_size(processor, height: int, width: int) -> tuple[int, int]:
+    """The image size the processor feeds the vision tower (multiples of patch x merge)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    return smart_resize(height, width, factor=processor.patch_size * processor.merge_size,
+                        min_pixels=processor.size["shortest_edge"], max_pixels=processor.size["longest_edge"])
+
+
+def image_inputs(processor, images) -> tuple[dict, list[int]]:
+    """Pixel inputs for images (a list of uint8 [H, W, 3], or float [N, 3, H, W] in 0..255 of one
+    size) and the number of <|image_pad|> tokens each needs. The processor's layout computed in
+    torch for a whole batch at once (its PIL path costs ~2 ms per image): resize to the tower's
+    input size (bicubic) where needed, normalise, cut into patches of (channel, time, row, col)
+    grouped by merge window, each patch repeated over the processor's temporal patch size."""
+    if isinstance(images, torch.Tensor):
+        groups = [images]
+    else:  # a list of arrays: group by size, keeping order within each size
+        sizes = [np.shape(im)[:2] for im in images]
+        if len(set(sizes)) > 1:
+            parts = [image_inputs(processor, [im]) for im in images]
+            return ({"pixel_values": torch.cat([p["pixel_values"] for p, _ in parts]),
+                     "image_grid_thw": torch.cat([p["image_grid_thw"] for p, _ in parts])}, [n for _, ns in parts for n in ns])
+        groups = [torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()]
+    x = groups[0]
+    n, c, h, w = x.shape
+    th, tw = input_size(processor, h, w)
+    if (th, tw) != (h, w):
+        x = torch.nn.functional.interpolate(x, size=(th, tw), mode="bicubic", align_corners=False).clamp(0, 255)
+    mean = torch.tensor(processor.image_mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(processor.image_std, dtype=torch.float32).view(1, -1, 1, 1)
+    x = (x * float(processor.rescale_factor) - mean) / std
+    p, m, t = processor.patch_size, processor.merge_size, processor.temporal_patch_size
+    gh, gw = th // p, tw // p
+    x = x.reshape(n, c, gh // m, m, p, gw // m, m, p).permute(0, 2, 5, 3, 6, 1, 4, 7)  # n, GH, GW, mh, mw, C, ph, pw
+    x = x.unsqueeze(6).expand(*x.shape[:6], t, p, p)  # ... C, T, ph, pw
+    pixel_values = x.reshape(n * gh * gw, c * t * p * p)
+    grid = torch.tensor([[1, gh, gw]] * n, dtype=torch.long)
+    return {"pixel_values": pixel_values, "image_grid_thw": grid}, [gh * gw // m ** 2] * n
 
 
 def left_pad(seqs: list[tuple[int, ...]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

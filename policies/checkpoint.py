@@ -26,6 +26,7 @@ from .transforms import StateNormalizer
 from .vla_model import PolicySpec, VLAModel
 
 REQUIRED = ("model.safetensors", "policy.json", "action_stats.json", "backbone/config.json")
+VOCAB_ROWS = "vocab_rows"  # in model.safetensors: the token ids whose embedding / LM-head rows it holds
 
 
 class CheckpointError(ValueError):
@@ -47,12 +48,27 @@ def apply_lora(model: VLAModel, lora: dict | None) -> None:
         p.requires_grad = "lora_" in name
 
 
+def _vocab_matrices(model: VLAModel) -> list[str]:
+    """State-dict names of the input embedding and (when untied) the LM head."""
+    wanted = {id(model.lm.get_input_embeddings().weight), id(model.lm.get_output_embeddings().weight)}
+    return [n for n, p in model.named_parameters(remove_duplicate=False) if id(p) in wanted]
+
+
 def save_checkpoint(path: str | Path, model: VLAModel, config_yaml: str, lora: dict | None = None,
-                    trainer_state: dict | None = None, optimizer_tensors: dict | None = None) -> Path:
-    """Write a checkpoint folder; a crash mid-way leaves the previous one intact."""
+                    trainer_state: dict | None = None, optimizer_tensors: dict | None = None,
+                    vocab_rows: list[int] | None = None) -> Path:
+    """Write a checkpoint folder; a crash mid-way leaves the previous one intact. vocab_rows:
+    keep only these rows of the (frozen) vocabulary matrices, the rest load as zeros: with the
+    real 151k vocabulary a tiny policy's file shrinks from ~160 MB to a few MB."""
     def write(tmp: Path) -> None:
         (tmp / "backbone").mkdir()
-        save_model(model, str(tmp / "model.safetensors"))
+        names = _vocab_matrices(model)
+        if vocab_rows is None or len(names) != 2:  # tied matrices are saved whole
+            save_model(model, str(tmp / "model.safetensors"))
+        else:
+            rows = torch.as_tensor(sorted(set(vocab_rows)), dtype=torch.long)
+            tensors = {n: (t[rows] if n in names else t).contiguous() for n, t in model.state_dict().items()}
+            save_file({**tensors, VOCAB_ROWS: rows}, str(tmp / "model.safetensors"))
         meta = {"format": 1, "spec": model.spec.to_dict(), "family": model.family,
                 "text_vocab_size": model.text_vocab_size, "lora": lora}
         (tmp / "policy.json").write_text(json.dumps(meta, indent=2))
@@ -115,13 +131,34 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
     model = VLAModel(backbone, spec, stats, state)
     apply_lora(model, meta.get("lora"))
     try:
-        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+        missing, unexpected = load_weights(model, path / "model.safetensors")
     except Exception as e:  # a truncated or foreign file: say which, not safetensors' internals
         raise CheckpointError(f"{path / 'model.safetensors'} cannot be read: {e}") from None
     if missing or unexpected:
         raise CheckpointError(f"{path / 'model.safetensors'} does not match the policy it describes: "
                               f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
     return model.to(device).eval()
+
+
+def load_weights(model: VLAModel, file: Path) -> tuple[list[str], list[str]]:
+    """Load model.safetensors into the model; a file saved with vocab_rows gets its rows back in
+    place and zeros elsewhere. Returns (missing, unexpected) names."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), "pt") as f:
+        compact = VOCAB_ROWS in f.keys()
+    if not compact:
+        return load_model(model, str(file), strict=False)
+    tensors = load_file(str(file))
+    rows = tensors.pop(VOCAB_ROWS)
+    state = model.state_dict()
+    for name in _vocab_matrices(model):
+        if name in tensors:
+            full = torch.zeros_like(state[name])
+            full[rows] = tensors[name].to(full.dtype)
+            tensors[name] = full
+    result = model.load_state_dict(tensors, strict=False)
+    return result.missing_keys, result.unexpected_keys
 
 
 def load_trainer_state(path: str | Path) -> tuple[dict, dict]:

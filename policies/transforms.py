@@ -5,6 +5,8 @@ training is what it sees on the robot."""
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 PROMPT = "What action should the robot take to {instruction}?"
@@ -27,6 +29,26 @@ def camera_images(images: dict, cameras: list[str], resolution: int) -> list[np.
             img = np.asarray(Image.fromarray(img).resize((resolution, resolution), Image.BILINEAR))
         out.append(img)
     return out
+
+
+def crop_and_resize(images: np.ndarray, crop_scale: float, size: int, augment: bool) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float32 [N, 3, size, size] in 0..255: a square crop of `crop_scale` of
+    the image's area, random per image when `augment` (training), else the centre (evaluation,
+    serving), resized (bilinear, antialiased) to the model's input size. OpenVLA-OFT trains on
+    random 90%-area crops and evaluates on the centre one."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    n, _, h, w = x.shape
+    if crop_scale < 1.0:
+        ch, cw = max(1, round(h * crop_scale ** 0.5)), max(1, round(w * crop_scale ** 0.5))
+        if augment:  # numpy's global RNG: training checkpoints save it, so a resumed run crops the same
+            tops, lefts = np.random.randint(0, h - ch + 1, n), np.random.randint(0, w - cw + 1, n)
+            x = torch.stack([x[i, :, t:t + ch, l:l + cw] for i, (t, l) in enumerate(zip(tops, lefts))])
+        else:
+            t, l = (h - ch) // 2, (w - cw) // 2
+            x = x[:, :, t:t + ch, l:l + cw]
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 255)
+    return x
 
 
 class StateNormalizer:

@@ -24,8 +24,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from action_tokenizer import ActionStats, ActionTokenizer, action_token_names
 
-from .backbone import ACTION_PAD_TOKEN, STATE_TOKEN, Backbone, image_inputs, left_pad
-from .transforms import StateNormalizer, camera_images, prompt_text
+from .backbone import ACTION_PAD_TOKEN, STATE_TOKEN, Backbone, image_inputs, input_size, left_pad
+from .transforms import StateNormalizer, camera_images, crop_and_resize, prompt_text
 
 HEADS = ("tokens", "parallel")
 OUTPUTS = ("tokens", "l1")
@@ -43,6 +43,8 @@ class PolicySpec:
     use_state: bool = True
     action_token_mode: str = "openvla"
     action_dim: int = 7
+    render_quality: str | None = None  # the simulator render setting of the training images (None: unknown)
+    crop_scale: float = 1.0  # area share of the image crop: random in training, the centre at inference
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -55,6 +57,8 @@ class PolicySpec:
             raise ValueError(f"chunk_size must be >= 1, not {self.chunk_size}")
         if not self.cameras:
             raise ValueError("cameras is empty: the policy needs at least one camera")
+        if not 0.25 <= float(self.crop_scale) <= 1.0:
+            raise ValueError(f"crop_scale must be in 0.25..1 (the share of the image area kept), not {self.crop_scale}")
         self.chunk_size, self.resolution, self.cameras = int(self.chunk_size), int(self.resolution), list(self.cameras)
 
     def to_dict(self) -> dict:
@@ -77,6 +81,22 @@ class _ActionIdsOnly(LogitsProcessor):
         masked = torch.full_like(scores, float("-inf"))
         masked[:, self.ids] = scores[:, self.ids]
         return masked
+
+
+def _patch_embed_as_matmul(embed: nn.Module) -> None:
+    """The Qwen vision towers embed patches with a Conv3d whose kernel equals its stride and its
+    input: a matrix product over flattened patches, which CPU conv3d computes ~5x slower. Same
+    weights (the checkpoint does not change), same result to float rounding."""
+    proj = embed.proj
+    if not isinstance(proj, nn.Conv3d) or tuple(proj.kernel_size) != tuple(proj.stride):
+        return
+
+    def forward(hidden_states: torch.Tensor) -> torch.Tensor:
+        w = proj.weight
+        x = hidden_states.reshape(-1, w[0].numel()).to(w.dtype)
+        return F.linear(x, w.reshape(w.shape[0], -1), proj.bias)
+
+    embed.forward = forward
 
 
 class VLAModel(nn.Module):
@@ -121,6 +141,9 @@ class VLAModel(nn.Module):
                                                nn.Linear(hidden, 1))
         self._inject: dict[int, torch.Tensor] = {}
         self.lm.get_input_embeddings().register_forward_hook(self._inject_embeddings)
+        for module in self.lm.modules():
+            if type(module).__name__.endswith("VisionPatchEmbed"):
+                _patch_embed_as_matmul(module)
 
     # -- inputs ------------------------------------------------------------------------------
     def _inject_embeddings(self, module, args, out):
@@ -145,13 +168,27 @@ class VLAModel(nn.Module):
         parts.append(prompt_text(instruction) + "<|im_end|>\n<|im_start|>assistant\n")
         return tuple(self.tokenizer("".join(parts), add_special_tokens=False)["input_ids"])
 
-    def encode(self, images: dict, states, instructions: list[str], actions=None, action_is_pad=None) -> dict:
+    def used_token_ids(self, instructions: list[str]) -> list[int]:
+        """Every token id this policy reads or writes for these instructions: their prompts, the
+        special tokens and the action ids (what a compact checkpoint must keep)."""
+        size = input_size(self.image_processor, self.spec.resolution, self.spec.resolution)
+        per_image = size[0] * size[1] // (self.image_processor.patch_size * self.image_processor.merge_size) ** 2
+        ids = {self.eos_id, self.pad_id, self.image_token_id, self.state_token_id, self.action_pad_id,
+               *self.action_ids.tolist()}
+        for text in instructions:
+            ids.update(self._prompt_ids(text, (per_image,) * len(self.spec.cameras)))
+        return sorted(ids)
+
+    def encode(self, images: dict, states, instructions: list[str], actions=None, action_is_pad=None,
+               augment: bool = False) -> dict:
         """A batch of observations (images {camera: uint8[B, H, W, 3]}, states [B, S], B
-        instructions) and, for training, target actions [B, H, 7] -> model inputs (left padded)."""
+        instructions) and, for training, target actions [B, H, 7] -> model inputs (left padded).
+        augment: random crops (training); otherwise the centre crop."""
         spec, B = self.spec, len(instructions)
-        flat = [img for b in range(B) for img in camera_images({c: images[c][b] for c in spec.cameras},
-                                                                spec.cameras, spec.resolution)]
-        pix, per_image = image_inputs(self.image_processor, flat)
+        flat = np.stack([img for b in range(B) for img in camera_images({c: images[c][b] for c in spec.cameras},
+                                                                         spec.cameras, spec.resolution)])
+        size = input_size(self.image_processor, spec.resolution, spec.resolution)[0]
+        pix, per_image = image_inputs(self.image_processor, crop_and_resize(flat, spec.crop_scale, size, augment))
         n_cam = len(spec.cameras)
         if actions is not None:
             a = np.asarray(actions, np.float32).reshape(B, -1, spec.action_dim)

@@ -22,8 +22,9 @@ def demo_dataset(tmp_path_factory) -> Path:
     from vla.lerobot_format import LeRobotWriter
 
     root = tmp_path_factory.mktemp("demo") / "libero_spatial"
-    env = LiberoEnv("libero_spatial", 0, resolution=64, fast_render=True)
-    writer = LeRobotWriter(root, fps=20, features=dataset_features(list(env.cameras), 64))
+    env = LiberoEnv("libero_spatial", 0, resolution=64)
+    writer = LeRobotWriter(root, fps=20, features=dataset_features(list(env.cameras), 64),
+                           recording={"render_quality": env.render_quality})
     seed = 0
     while writer.num_episodes < 2:
         success, frames = record_episode(env, make_expert(env), seed=seed, init_state_index=None)

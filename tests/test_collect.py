@@ -15,7 +15,7 @@ from vla.lerobot_format import LeRobotWriter
 
 
 def test_recorded_episode_reads_back_identically(tmp_path):
-    env = LiberoEnv("libero_spatial", 0, resolution=64, fast_render=True)
+    env = LiberoEnv("libero_spatial", 0, resolution=64)
     success, frames = record_episode(env, make_expert(env), seed=3, init_state_index=None)
     env.close()
     assert success

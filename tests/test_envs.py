@@ -12,7 +12,7 @@ from envs.suites import MAX_STEPS, get_suite
 
 @pytest.fixture(scope="module")
 def env():
-    e = LiberoEnv("libero_spatial", 0, resolution=96, fast_render=True)
+    e = LiberoEnv("libero_spatial", 0, resolution=96)
     e.reset(init_state_index=0)
     yield e
     e.close()

@@ -17,7 +17,7 @@ def scenes():
     """Four random layouts of two libero_spatial tasks, with each scene's questions and depth maps."""
     out = []
     for task in (0, 5):
-        env = LiberoEnv("libero_spatial", task, cameras=["agentview"], resolution=RES, fast_render=True)
+        env = LiberoEnv("libero_spatial", task, cameras=["agentview"], resolution=RES)
         env.reset(seed=0)
         for s in range(2):
             rng = np.random.default_rng(100 * task + s)

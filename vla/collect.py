@@ -80,7 +80,8 @@ def collect(cfg: DictConfig) -> Path:
     if cfg.layouts not in ("random", "fixed"):
         raise ValueError(f"layouts must be 'random' or 'fixed', got {cfg.layouts!r}")
     out = Path(cfg.out)
-    writer = LeRobotWriter(out, fps=suite.control_freq, features=dataset_features(list(cfg.cameras), cfg.resolution))
+    writer = LeRobotWriter(out, fps=suite.control_freq, features=dataset_features(list(cfg.cameras), cfg.resolution),
+                           recording={"render_quality": cfg.render_quality})
     attempts = _Attempts(out / "meta" / "vla_collect_attempts.json")
     have = {t: sum(suite.tasks[t].instruction in e["tasks"] for e in writer.episodes) for t in tasks}
     want = cfg.episodes_per_task
@@ -90,7 +91,7 @@ def collect(cfg: DictConfig) -> Path:
     for t in tasks:
         if have[t] >= want:
             continue
-        env = LiberoEnv(suite, t, cameras=list(cfg.cameras), resolution=cfg.resolution, fast_render=cfg.fast_render)
+        env = LiberoEnv(suite, t, cameras=list(cfg.cameras), resolution=cfg.resolution, render_quality=cfg.render_quality)
         expert = make_expert(env)
         budget = want * cfg.max_attempts_per_episode
         while have[t] < want:
@@ -119,8 +120,34 @@ def collect_demos(suite: str, out, episodes_per_task: int, cameras: list[str], r
     """collect() with configs/collect.yaml's defaults, from code (training's auto-collection, benchmarks)."""
     return collect(OmegaConf.create({
         "suite": {"name": suite}, "episodes_per_task": episodes_per_task, "tasks": tasks, "cameras": list(cameras),
-        "resolution": resolution, "fast_render": True, "layouts": "random", "max_attempts_per_episode": 3,
+        "resolution": resolution, "render_quality": "lowpoly", "layouts": "random", "max_attempts_per_episode": 3,
         "seed": seed, "out": str(out)}))
+
+
+def merge_datasets(sources: list, out) -> Path:
+    """Append the episodes of each source dataset (same features, fps and recording settings)
+    to `out`, in order: e.g. collections of separate task ranges run in parallel. Resumable:
+    rerun with the same sources, the episodes `out` already holds are skipped."""
+    from .data import LeRobotDataset
+
+    out = Path(out)
+    writer, skip = None, None
+    for src in map(Path, sources):
+        ds = LeRobotDataset(src)
+        feats = {k: v for k, v in ds.info["features"].items() if k.startswith("observation.") or k == "action"}
+        if writer is None:
+            writer = LeRobotWriter(out, fps=ds.fps, features=feats, recording=ds.info.get("vla", {}))
+            skip = writer.num_episodes
+        for e in tqdm(ds.episodes, desc=f"merge {src.name}", unit="ep"):
+            if skip:
+                skip -= 1
+                continue
+            f = ds.episode_frames(e["episode_index"])
+            frames = {f"observation.images.{c}": f["images"][c] for c in ds.cameras}
+            frames.update({"observation.state": f["state"], "action": f["action"]})
+            writer.add_episode(frames, task=e["tasks"][0])
+    print(f"dataset: {out} ({writer.num_episodes} episodes, {writer.num_frames} frames)")
+    return out
 
 
 @hydra.main(config_path="../configs", config_name="collect", version_base="1.3")

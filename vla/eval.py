@@ -7,6 +7,7 @@ success.json (per task, with 95% Wilson intervals), success.png and videos/*.mp4
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import hydra
@@ -34,6 +35,23 @@ def load_policy(kind: str, checkpoint: str | None, suite_cfg, chunk_size: int = 
     raise ValueError(f"policy must be checkpoint, scripted or random, not {kind!r}")
 
 
+def render_quality(wanted: str, policy) -> str:
+    """The simulator's render setting for evaluation: `auto` takes the one the policy's training
+    images were rendered with (lowpoly when unknown); an explicit setting that differs warns,
+    since a policy sees other pixels than it was trained on."""
+    from envs.libero_env import DEFAULT_RENDER, RENDER_QUALITIES
+
+    trained = getattr(getattr(policy, "spec", None), "render_quality", None)
+    if wanted == "auto":
+        return trained or DEFAULT_RENDER
+    if wanted not in RENDER_QUALITIES:
+        raise ValueError(f"eval.render_quality must be auto or one of {RENDER_QUALITIES}, not {wanted!r}")
+    if trained and trained != wanted:
+        warnings.warn(f"evaluating with render_quality={wanted}, but the policy was trained on images rendered "
+                      f"with {trained}: success rates may not be comparable", stacklevel=2)
+    return wanted
+
+
 def make_policy(cfg: DictConfig):
     # random: chunks as long as the open-loop horizon, so skipped renders make the baseline cheap
     policy, cameras, resolution, _ = load_policy(cfg.eval.policy, cfg.eval.checkpoint, cfg.suite,
@@ -49,15 +67,17 @@ def evaluate(cfg: DictConfig) -> dict:
 
     suite = get_suite(cfg.suite.name)
     tasks = list(range(len(suite.tasks))) if cfg.eval.tasks is None else [suite.task(t).index for t in cfg.eval.tasks]
-    if not 1 <= cfg.eval.trials_per_task <= suite.init_states_per_task:
+    if cfg.eval.layouts not in ("fixed", "random"):
+        raise ValueError(f"eval.layouts must be fixed (the suite's init states) or random (validation layouts), not {cfg.eval.layouts!r}")
+    if cfg.eval.layouts == "fixed" and not 1 <= cfg.eval.trials_per_task <= suite.init_states_per_task:
         raise ValueError(f"eval.trials_per_task must be 1..{suite.init_states_per_task}, not {cfg.eval.trials_per_task}")
     policy, cameras, resolution = make_policy(cfg)
     out = Path(cfg.eval.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     episodes = [(t, k) for t in tasks for k in range(cfg.eval.trials_per_task)]
-    spec = EnvSpec(cfg.suite.name, tuple(cameras), int(resolution), bool(cfg.eval.fast_render), cfg.eval.max_steps,
-                   expert=cfg.eval.policy == "scripted")
+    spec = EnvSpec(cfg.suite.name, tuple(cameras), int(resolution), render_quality(cfg.eval.render_quality, policy),
+                   cfg.eval.max_steps, expert=cfg.eval.policy == "scripted", layouts=cfg.eval.layouts)
     log = ResultsLog(out / "episodes.jsonl")
     videos = {(t, k) for t in tasks for k in range(min(cfg.eval.save_videos, cfg.eval.trials_per_task))}
     engine.run(policy, spec, episodes, log, num_envs=cfg.eval.num_envs, replan_steps=cfg.eval.replan_steps,

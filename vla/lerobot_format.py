@@ -105,9 +105,11 @@ class LeRobotWriter:
     "image" (PNG inside parquet, lossless, so what is read back is exactly what was written).
     """
 
-    def __init__(self, root: str | Path, fps: int, features: dict, robot_type: str = "panda"):
+    def __init__(self, root: str | Path, fps: int, features: dict, robot_type: str = "panda", recording: dict | None = None):
+        """recording: how the episodes were made (e.g. the simulator's render settings), saved in
+        info.json under "vla" so training and evaluation can match it."""
         self.root = Path(root)
-        self.fps, self.robot_type = int(fps), robot_type
+        self.fps, self.robot_type, self.recording = int(fps), robot_type, dict(recording or {})
         self.features = {**features, **DEFAULT_FEATURES}
         self.image_keys = [k for k, f in features.items() if f["dtype"] == "image"]
         self.numeric_keys = [k for k, f in self.features.items() if f["dtype"] not in ("image", "video", "string")]
@@ -130,6 +132,8 @@ class LeRobotWriter:
         info = json.loads((self.root / "meta" / "info.json").read_text())
         if info.get("fps") != self.fps or info["features"] != self.features:
             raise DatasetError(f"{self.root} holds a dataset with other features or fps; use a new folder")
+        if info.get("vla", {}) != self.recording:
+            raise DatasetError(f"{self.root} was recorded with {info.get('vla', {})}, not {self.recording}; use a new folder")
         self.episodes = pq.read_table(self.root / EPISODES_PATH).to_pylist()
         # the episodes table is the record of what is complete; everything else is derived from it
         self.tasks = list(dict.fromkeys(t for e in self.episodes for t in e["tasks"]))
@@ -200,7 +204,7 @@ class LeRobotWriter:
             "total_episodes": len(self.episodes), "total_frames": self.num_frames, "total_tasks": len(self.tasks),
             "chunks_size": CHUNKS_SIZE, "data_files_size_in_mb": 100, "video_files_size_in_mb": 200,
             "fps": self.fps, "splits": {"train": f"0:{len(self.episodes)}"},
-            "data_path": DATA_PATH, "video_path": None, "features": self.features,
+            "data_path": DATA_PATH, "video_path": None, "features": self.features, "vla": self.recording,
         }
         # episodes table before info.json: info.json is what marks the episode as complete
         _write_table(self.root / EPISODES_PATH, pa.Table.from_pylist(self.episodes))

@@ -50,7 +50,7 @@ class SimArm:
         rospy.init_node(cfg.node_name, disable_signals=True)
         keep_logging_on_stderr()
         self.env = LiberoEnv(cfg.suite.name, cfg.task, cameras=list(cfg.cameras), resolution=cfg.resolution,
-                             fast_render=True, max_steps=cfg.max_steps)
+                             render_quality=cfg.render_quality, max_steps=cfg.max_steps)
         self.obs, _ = self.env.reset(init_state_index=cfg.init)
         try:
             self.expert = make_expert(self.env)

@@ -63,7 +63,7 @@ def make_collate(model):
         return model.encode({c: np.stack([s["images"][c] for s in samples]) for c in cams},
                             np.stack([s["state"] for s in samples]), [s["task"] for s in samples],
                             actions=np.stack([s["action"] for s in samples]),
-                            action_is_pad=np.stack([s["action_is_pad"] for s in samples]))
+                            action_is_pad=np.stack([s["action_is_pad"] for s in samples]), augment=True)
     return collate
 
 
@@ -129,7 +129,8 @@ def build_model(cfg: DictConfig, dataset):
 
     spec = PolicySpec(head=cfg.head.name, output=cfg.head.output, chunk_size=cfg.head.chunk_size,
                       cameras=list(cfg.train.cameras), resolution=cfg.train.resolution, use_state=cfg.train.use_state,
-                      action_token_mode=cfg.model.action_token_mode, action_dim=dataset.actions.shape[1])
+                      action_token_mode=cfg.model.action_token_mode, action_dim=dataset.actions.shape[1],
+                      render_quality=dataset.info.get("vla", {}).get("render_quality"), crop_scale=cfg.train.crop_scale)
     mask = np.ones(spec.action_dim, bool)
     mask[-1] = False  # the gripper (-1 / +1) is not normalised, as in OpenVLA
     stats = ActionStats.from_actions(dataset.actions, mask=mask)
@@ -138,6 +139,8 @@ def build_model(cfg: DictConfig, dataset):
     model = VLAModel(backbone, spec, stats, state)
     lora = OmegaConf.to_container(cfg.train.lora, resolve=True) if cfg.train.lora else None
     apply_lora(model, lora)
+    if cfg.train.freeze_embeddings:  # text-token rows: most never occur, yet AdamW would update all 151k
+        model.lm.get_input_embeddings().weight.requires_grad_(False)
     if cfg.train.freeze_vision:
         for p in model.lm.model.visual.parameters():
             p.requires_grad = False
@@ -167,7 +170,6 @@ RUN_KEYS = {"action": ("model", "head", "train.cameras", "train.resolution", "tr
 
 def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
     import torch
-    from safetensors.torch import load_model
 
     from policies.checkpoint import save_checkpoint
 
@@ -176,22 +178,33 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
     dataset = LeRobotDataset(ensure_dataset(cfg), action_horizon=cfg.head.chunk_size, cameras=list(cfg.train.cameras))
     torch.manual_seed(cfg.seed)
     model, lora = build_model(cfg, dataset)
+    # frozen text embeddings: checkpoints keep only the rows the training prompts use (a few MB)
+    vocab_rows = model.used_token_ids(dataset.tasks) if cfg.train.freeze_embeddings and not lora else None
 
     def evaluate(path: Path) -> dict:
         from .eval import evaluate as run_eval
 
         ecfg = OmegaConf.merge(cfg, {"eval": {"policy": "checkpoint", "checkpoint": str(path),
                                               "trials_per_task": cfg.train.eval_trials_per_task,
+                                              "layouts": cfg.train.eval_layouts,
                                               "out": str(out / "eval" / path.name)}})
-        return {"eval/success_rate": run_eval(ecfg)["success_rate"]}
+        return {f"eval/success_rate_{cfg.train.eval_layouts}_layouts": run_eval(ecfg)["success_rate"]}
 
     return Stage(
         model, dataset, make_collate(model),
         save=lambda path, state, tensors: save_checkpoint(path, model, config_yaml, lora=lora, trainer_state=state,
-                                                          optimizer_tensors=tensors),
-        load=lambda path: load_model(model, str(path / "model.safetensors")),
+                                                          optimizer_tensors=tensors, vocab_rows=vocab_rows),
+        load=lambda path: resume_weights(model, path),
         summary=f"head {cfg.head.name}/{cfg.head.output}, chunk {cfg.head.chunk_size}; dataset {dataset.root}: {len(dataset)} frames",
         accuracy_name="action_token_accuracy", evaluate=evaluate if cfg.train.eval_trials_per_task else None)
+
+
+def resume_weights(model, path: Path) -> None:
+    from policies.checkpoint import load_weights
+
+    missing, unexpected = load_weights(model, path / "model.safetensors")
+    if missing or unexpected:
+        raise TrainError(f"{path} does not match this run's model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 def use_backbone_checkpoint(cfg: DictConfig) -> None:

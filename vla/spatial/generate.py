@@ -98,7 +98,7 @@ def generate(cfg: DictConfig) -> Path:
     bar = tqdm(total=cfg.samples, initial=min(have, cfg.samples), desc=f"spatial {suite.name}", unit="q")
     while have < cfg.samples:
         task_index = n % len(suite.tasks)
-        env = LiberoEnv(suite, task_index, cameras=["agentview"], resolution=cfg.resolution, fast_render=True)
+        env = LiberoEnv(suite, task_index, cameras=["agentview"], resolution=cfg.resolution)
         env.reset(seed=cfg.seed)
         rows = generate_shard(env, cfg, suite.name, task_index, n, out)
         env.close()

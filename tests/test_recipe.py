@@ -1,0 +1,105 @@
+"""The CPU training path: batched torch image inputs, crop augmentation, the matmul patch
+embedding, frozen text embeddings, compact checkpoints, and the recipe config."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import load_config
+from test_policy import obs_batch, tiny_model
+
+from policies import VLAPolicy
+from policies.backbone import image_inputs, image_processor_for
+from policies.transforms import crop_and_resize
+from vla.data import LeRobotDataset
+from vla.train import train
+
+
+@pytest.mark.parametrize("family, patch, size", [("qwen2_5_vl", 14, 112), ("qwen2_5_vl", 14, 140), ("qwen3_vl", 16, 128)])
+def test_torch_image_inputs_equal_the_hf_processor(family, patch, size):
+    """Where no resize is needed the batched torch path gives the processor's exact layout."""
+    proc = image_processor_for(family, patch)
+    images = [np.random.default_rng(k).integers(0, 255, (size, size, 3), dtype=np.uint8) for k in range(3)]
+    ref = proc(images=images, return_tensors="pt")
+    ours, per_image = image_inputs(proc, images)
+    torch.testing.assert_close(ours["pixel_values"], ref["pixel_values"], atol=1e-5, rtol=0)
+    assert torch.equal(ours["image_grid_thw"], ref["image_grid_thw"])
+    assert per_image == (ref["image_grid_thw"].prod(-1) // 4).tolist()
+
+
+def test_crops_are_random_in_training_and_central_otherwise():
+    img = np.random.default_rng(0).integers(0, 255, (4, 64, 64, 3), dtype=np.uint8)
+    centre = crop_and_resize(img, 0.9, 56, augment=False)
+    assert centre.shape == (4, 3, 56, 56)
+    torch.testing.assert_close(centre, crop_and_resize(img, 0.9, 56, augment=False))
+    np.random.seed(0)
+    a = crop_and_resize(img, 0.9, 56, augment=True)
+    np.random.seed(0)
+    torch.testing.assert_close(a, crop_and_resize(img, 0.9, 56, augment=True))  # numpy's RNG: resumable
+    assert not torch.equal(a, crop_and_resize(img, 0.9, 56, augment=True))
+    # crop_scale 1 at the input size is the image itself
+    torch.testing.assert_close(crop_and_resize(img, 1.0, 64, augment=True), torch.from_numpy(img).permute(0, 3, 1, 2).float())
+
+
+def test_patch_embedding_as_matmul_equals_the_conv3d():
+    model = tiny_model()
+    embed = model.lm.model.visual.patch_embed
+    x = torch.randn(10, embed.proj.weight[0].numel())
+    conv = embed.proj(x.view(-1, 3, 2, 14, 14)).view(10, -1)
+    torch.testing.assert_close(embed(x), conv, atol=1e-5, rtol=1e-5)
+
+
+def test_recipe_trains_with_frozen_embeddings_and_ships_a_compact_checkpoint(demo_dataset, tmp_path):
+    """Frozen text embeddings are left out of AdamW; the checkpoint keeps only the vocabulary rows
+    the prompts use (real 151k vocabulary: a few MB instead of ~160), and reloads to identical actions."""
+    cfg = load_config("recipe=cpu", "train.num_threads=1", "train.eval_trials_per_task=0", "train.eval_every=0",
+                      f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path}", "train.max_steps=30",
+                      "train.save_every=30", "train.batch_size=8", "train.warmup_steps=5", "train.resolution=56")
+    ckpt = train(cfg)
+    size_mb = (ckpt / "model.safetensors").stat().st_size / 2**20
+    assert size_mb < 25, f"checkpoint {size_mb:.1f} MB"
+    log = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(log[-5:]) < np.mean(log[:5])
+    spec = json.loads((ckpt / "policy.json").read_text())["spec"]
+    assert spec["crop_scale"] == 0.9 and spec["render_quality"] == "lowpoly" and spec["head"] == "parallel"
+    ds = LeRobotDataset(demo_dataset, cameras=spec["cameras"])
+    b = obs_batch(ds, [0, 40, 80], spec["cameras"])
+    a1, a2 = VLAPolicy.from_checkpoint(ckpt).act(b), VLAPolicy.from_checkpoint(ckpt).act(b)
+    assert a1.shape == (3, 8, 7)
+    np.testing.assert_array_equal(a1, a2)
+    # the run resumes from the compact checkpoint (exact weights back in place)
+    more = load_config("recipe=cpu", "train.num_threads=1", "train.eval_trials_per_task=0", "train.eval_every=0",
+                       f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path}", "train.max_steps=32",
+                       "train.save_every=30", "train.batch_size=8", "train.warmup_steps=5", "train.resolution=56")
+    assert train(more).name == "step_000032"
+
+
+def test_render_settings_travel_from_the_dataset_to_evaluation(demo_dataset):
+    from vla.eval import render_quality
+
+    info = json.loads((demo_dataset / "meta" / "info.json").read_text())
+    assert info["vla"] == {"render_quality": "lowpoly"}  # LiberoEnv's default, recorded by the writer
+
+    class Trained:
+        class spec:
+            render_quality = "fast"
+
+    assert render_quality("auto", Trained()) == "fast"
+    assert render_quality("auto", object()) == "lowpoly"
+    with pytest.warns(UserWarning, match="trained on images rendered with fast"):
+        assert render_quality("lowpoly", Trained()) == "lowpoly"
+    with pytest.raises(ValueError, match="eval.render_quality must be auto or one of"):
+        render_quality("pretty", Trained())
+
+
+def test_recipe_config_reaches_the_model():
+    from omegaconf import OmegaConf
+
+    from policies.backbone import build_backbone
+
+    cfg = load_config("recipe=cpu")
+    assert cfg.head.name == "parallel" and cfg.train.crop_scale == 0.9 and cfg.train.eval_layouts == "random"
+    config = build_backbone(OmegaConf.to_container(cfg.model, resolve=True)).model.config
+    assert config.vision_config.window_size == 112 and config.vision_config.depth == 4
+    assert config.text_config.num_hidden_layers == 4
