@@ -4,13 +4,14 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from action_tokenizer import ActionStats
 from vla.collect import dataset_features
 from vla.data import LeRobotDataset
-from vla.lerobot_format import DatasetError, LeRobotWriter
+from vla.lerobot_format import DatasetError, LeRobotWriter, read_tasks
 
 CAMS = ["agentview", "robot0_eye_in_hand"]
 
@@ -44,6 +45,21 @@ def test_round_trip_is_exact(dataset):
         for c in CAMS:
             np.testing.assert_array_equal(back["images"][c], ep[f"observation.images.{c}"])
     assert ds[5]["task"] == "open the drawer" and ds[5]["episode_index"] == 1 and ds[5]["frame_index"] == 0
+
+
+def test_tasks_file_is_indexed_by_the_task_string_as_lerobot_reads_it(dataset, tmp_path):
+    """LeRobot takes a frame's task from `tasks.iloc[task_index].name`: the pandas index."""
+    import pandas as pd
+
+    root, _, tasks = dataset
+    df = pd.read_parquet(root / "meta/tasks.parquet")
+    assert [df.iloc[i].name for i in range(len(df))] == ["put the bowl on the plate", "open the drawer"]
+    assert df["task_index"].tolist() == [0, 1]
+    # our reader takes both this layout and a plain table with a task column
+    plain = tmp_path / "meta"
+    plain.mkdir()
+    pq.write_table(pa.table({"task": ["b", "a"], "task_index": [1, 0]}), plain / "tasks.parquet")
+    assert read_tasks(tmp_path) == ["a", "b"]
 
 
 def test_metadata_follows_v3(dataset):

@@ -193,8 +193,7 @@ class LeRobotWriter:
     def _write_meta(self) -> None:
         meta = self.root / "meta"
         meta.mkdir(parents=True, exist_ok=True)
-        _write_table(self.root / "meta" / "tasks.parquet",
-                     pa.table({"task_index": pa.array(range(len(self.tasks)), pa.int64()), "task": self.tasks}))
+        _write_table(self.root / "meta" / "tasks.parquet", tasks_table(self.tasks))
         stats = {k: numeric_stats(np.concatenate(self._numeric[k])) for k in self.numeric_keys}
         for k in self.image_keys:  # pooled from the per-episode statistics kept in the episodes table
             stats[k] = aggregate_image_stats([{s: e[f"stats/{k}/{s}"] for s in STAT_NAMES} for e in self.episodes])
@@ -223,6 +222,24 @@ def _png(img: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.asarray(img, np.uint8)).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def tasks_table(tasks: list[str]) -> pa.Table:
+    """meta/tasks.parquet as LeRobot writes it through pandas: a DataFrame indexed by the task
+    string with a task_index column. LeRobot reads a frame's task as `tasks.iloc[task_index].name`,
+    so the string must be the pandas index (recorded in the file's pandas metadata)."""
+    table = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks, pa.string())})
+    pandas_meta = {
+        "index_columns": ["task"],
+        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object",
+                            "metadata": {"encoding": "UTF-8"}}],
+        "columns": [{"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64",
+                     "metadata": None},
+                    {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object",
+                     "metadata": None}],
+        "creator": {"library": "pyarrow", "version": pa.__version__}, "pandas_version": "2.2.3",
+    }
+    return table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)})
 
 
 def read_tasks(root: Path) -> list[str]:
