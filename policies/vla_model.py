@@ -45,6 +45,7 @@ class PolicySpec:
     action_dim: int = 7
     render_quality: str | None = None  # the simulator render setting of the training images (None: unknown)
     crop_scale: float = 1.0  # area share of the image crop: random in training, the centre at inference
+    binarize_gripper: bool = True  # un-normalised dimensions (the gripper) snap to -1 / +1, as OpenVLA's LIBERO eval does
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -310,6 +311,13 @@ class VLAModel(nn.Module):
     @torch.no_grad()
     def predict(self, batch: dict) -> np.ndarray:
         """Actions [B, H, 7] (un-normalised) for a batch from `encode(...)` without actions."""
+        actions = self._predict(batch)
+        if self.spec.binarize_gripper:  # a regressed 0.3 would half-close the fingers; the data has only -1 / +1
+            binary = ~np.asarray(self.action_stats.mask, bool)
+            actions[..., binary] = np.where(actions[..., binary] > 0, 1.0, -1.0)
+        return actions
+
+    def _predict(self, batch: dict) -> np.ndarray:
         spec = self.spec
         n = spec.chunk_size * spec.action_dim
         B = batch["input_ids"].shape[0]

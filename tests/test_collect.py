@@ -65,3 +65,18 @@ def test_replayed_demonstration_reproduces_its_images_and_success():
         obs, _, done, truncated, info = env.step(action)
     env.close()
     assert done and info["success"] and info["steps"] == steps
+
+
+def test_parallel_collection_merges_its_parts(tmp_path):
+    """workers=2: one process per task group, merged into one dataset in part order, parts removed;
+    a task's episodes do not depend on the split (same seeds as a serial run)."""
+    out = tmp_path / "spatial"
+    cmd = [sys.executable, "-m", "vla.collect", "suite=libero_spatial", "tasks=[0,1]", "resolution=64", f"out={out}",
+           "episodes_per_task=1"]
+    subprocess.run(cmd + ["workers=2"], check=True, capture_output=True)
+    ds = LeRobotDataset(out)
+    assert len(ds.episodes) == 2 and not list(tmp_path.glob("spatial.part*"))
+    assert [e["tasks"][0] for e in ds.episodes] == [ds.tasks[0], ds.tasks[1]] and "ramekin" in ds.tasks[0]
+    serial = tmp_path / "serial"
+    subprocess.run(cmd[:-2] + [f"out={serial}", "episodes_per_task=1", "tasks=[1]"], check=True, capture_output=True)
+    np.testing.assert_array_equal(LeRobotDataset(serial).episode_frames(0)["action"], ds.episode_frames(1)["action"])

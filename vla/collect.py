@@ -70,8 +70,7 @@ class _Attempts:
 
 
 def collect(cfg: DictConfig) -> Path:
-    from envs.experts import make_expert
-    from envs.libero_env import LiberoEnv, check_cameras
+    from envs.libero_env import check_cameras
     from envs.suites import get_suite
 
     suite = get_suite(cfg.suite.name)
@@ -79,13 +78,62 @@ def collect(cfg: DictConfig) -> Path:
     check_cameras(cfg.cameras)
     if cfg.layouts not in ("random", "fixed"):
         raise ValueError(f"layouts must be 'random' or 'fixed', got {cfg.layouts!r}")
+    workers = min(int(cfg.get("workers", 1)), len(tasks))
     out = Path(cfg.out)
+    parts = [out.with_name(f"{out.name}.part{k}") for k in range(workers)]
+    if workers > 1 and (not out.exists() or parts[0].exists()):
+        return _collect_in_parallel(cfg, tasks, parts, out)
+    return _collect_serially(cfg, suite, tasks, out)
+
+
+def _collect_part(container: dict) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _collect_serially(OmegaConf.create(container), None, None, None)
+
+
+def _collect_in_parallel(cfg: DictConfig, tasks: list[int], parts: list[Path], out: Path) -> Path:
+    """Tasks dealt round-robin to one process per part folder (each resumable on its own; a
+    task's seeds do not depend on the split, so the episodes are those of a serial run), then
+    merged into `out` in part order once every part is complete, and the parts removed."""
+    import multiprocessing as mp
+    import shutil
+
+    ctx = mp.get_context("spawn")
+    procs = []
+    for k, part in enumerate(parts):
+        sub = OmegaConf.to_container(cfg, resolve=True)
+        sub.update(tasks=tasks[k::len(parts)], out=str(part), workers=1, bar_position=k)
+        procs.append(ctx.Process(target=_collect_part, args=(sub,)))
+        procs[-1].start()
+    for p in procs:
+        p.join()
+    failed = [str(part) for p, part in zip(procs, parts) if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"collection failed in {failed}; rerun the same command to resume")
+    merge_datasets(parts, out)
+    for part in parts:
+        shutil.rmtree(part)
+    return out
+
+
+def _collect_serially(cfg: DictConfig, suite, tasks: list[int] | None, out: Path | None) -> Path:
+    from envs.experts import make_expert
+    from envs.libero_env import LiberoEnv
+    from envs.suites import get_suite
+
+    suite = suite or get_suite(cfg.suite.name)
+    tasks = tasks if tasks is not None else list(cfg.tasks)
+    out = out or Path(cfg.out)
     writer = LeRobotWriter(out, fps=suite.control_freq, features=dataset_features(list(cfg.cameras), cfg.resolution),
                            recording={"render_quality": cfg.render_quality})
     attempts = _Attempts(out / "meta" / "vla_collect_attempts.json")
     have = {t: sum(suite.tasks[t].instruction in e["tasks"] for e in writer.episodes) for t in tasks}
     want = cfg.episodes_per_task
-    bar = tqdm(total=len(tasks) * want, initial=sum(min(h, want) for h in have.values()), desc=f"collect {suite.name}", unit="ep")
+    bar = tqdm(total=len(tasks) * want, initial=sum(min(h, want) for h in have.values()), unit="ep",
+               desc=f"collect {suite.name}" + (f" {out.name}" if "bar_position" in cfg else ""),
+               position=cfg.get("bar_position", 0))
     tried = succeeded = 0
     t0 = time.time()
     for t in tasks:
@@ -121,7 +169,7 @@ def collect_demos(suite: str, out, episodes_per_task: int, cameras: list[str], r
     return collect(OmegaConf.create({
         "suite": {"name": suite}, "episodes_per_task": episodes_per_task, "tasks": tasks, "cameras": list(cameras),
         "resolution": resolution, "render_quality": "lowpoly", "layouts": "random", "max_attempts_per_episode": 3,
-        "seed": seed, "out": str(out)}))
+        "seed": seed, "out": str(out), "workers": 1}))
 
 
 def merge_datasets(sources: list, out) -> Path:

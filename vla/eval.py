@@ -52,6 +52,18 @@ def render_quality(wanted: str, policy) -> str:
     return wanted
 
 
+def num_envs(setting) -> int:
+    """eval.num_envs: a number, or auto = the cores this process may use (bench/eval.py: on 2
+    cores, 2 workers beat 4 and 8, which only share the cores and pay for their scene builds)."""
+    if setting == "auto":
+        import os
+
+        return len(os.sched_getaffinity(0))
+    if not isinstance(setting, int) or setting < 1:
+        raise ValueError(f"eval.num_envs must be a positive number or auto, not {setting!r}")
+    return setting
+
+
 def make_policy(cfg: DictConfig):
     # random: chunks as long as the open-loop horizon, so skipped renders make the baseline cheap
     policy, cameras, resolution, _ = load_policy(cfg.eval.policy, cfg.eval.checkpoint, cfg.suite,
@@ -80,7 +92,7 @@ def evaluate(cfg: DictConfig) -> dict:
                    cfg.eval.max_steps, expert=cfg.eval.policy == "scripted", layouts=cfg.eval.layouts)
     log = ResultsLog(out / "episodes.jsonl")
     videos = {(t, k) for t in tasks for k in range(min(cfg.eval.save_videos, cfg.eval.trials_per_task))}
-    engine.run(policy, spec, episodes, log, num_envs=cfg.eval.num_envs, replan_steps=cfg.eval.replan_steps,
+    engine.run(policy, spec, episodes, log, num_envs=num_envs(cfg.eval.num_envs), replan_steps=cfg.eval.replan_steps,
                video_dir=out / "videos", video_episodes=videos, python=cfg.eval.python)
     wanted = set(episodes)
     summary = summarize([r for r in log.records if (r["task"], r["init"]) in wanted],
