@@ -44,6 +44,9 @@ class PolicySpec:
     action_token_mode: str = "openvla"
     action_dim: int = 7
     render_quality: str | None = None  # the simulator render setting of the training images (None: unknown)
+    # the size the training images were recorded at: evaluation renders at it and the images are
+    # then resized to `resolution` exactly as in training (rendering at `resolution` would not match)
+    camera_resolution: int | None = None
     crop_scale: float = 1.0  # area share of the image crop: random in training, the centre at inference
     binarize_gripper: bool = True  # un-normalised dimensions (the gripper) snap to -1 / +1, as OpenVLA's LIBERO eval does
 

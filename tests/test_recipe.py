@@ -63,6 +63,10 @@ def test_recipe_trains_with_frozen_embeddings_and_ships_a_compact_checkpoint(dem
     assert np.mean(log[-5:]) < np.mean(log[:5])
     spec = json.loads((ckpt / "policy.json").read_text())["spec"]
     assert spec["crop_scale"] == 0.9 and spec["render_quality"] == "lowpoly" and spec["head"] == "parallel"
+    # evaluation renders at the recorded size (64 here), not at the model's input size (56)
+    from vla.eval import load_policy
+
+    assert spec["camera_resolution"] == 64 and load_policy("checkpoint", str(ckpt), None)[2] == 64
     ds = LeRobotDataset(demo_dataset, cameras=spec["cameras"])
     b = obs_batch(ds, [0, 40, 80], spec["cameras"])
     a1, a2 = VLAPolicy.from_checkpoint(ckpt).act(b), VLAPolicy.from_checkpoint(ckpt).act(b)
@@ -73,6 +77,17 @@ def test_recipe_trains_with_frozen_embeddings_and_ships_a_compact_checkpoint(dem
                        f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path}", "train.max_steps=32",
                        "train.save_every=30", "train.batch_size=8", "train.warmup_steps=5", "train.resolution=56")
     assert train(more).name == "step_000032"
+
+
+def test_recipe_inputs_are_checked(demo_dataset, tmp_path):
+    from vla.lerobot_format import DatasetError
+    from vla.train import TrainError
+
+    base = ["recipe=cpu", f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path}", "train.max_steps=1"]
+    with pytest.raises(TrainError, match="head.chunk_size=500 is longer than the dataset's shortest episode"):
+        train(load_config(*base, "head.chunk_size=500"))
+    with pytest.raises(DatasetError, match=r"camera\(s\) \['frontview'\] not in the dataset"):
+        train(load_config(*base, "train.cameras=[agentview,frontview]"))
 
 
 def test_render_settings_travel_from_the_dataset_to_evaluation(demo_dataset):

@@ -31,7 +31,7 @@ def load_policy(kind: str, checkpoint: str | None, suite_cfg, chunk_size: int = 
         from policies import VLAPolicy
 
         policy = VLAPolicy.from_checkpoint(checkpoint)
-        return policy, list(policy.spec.cameras), policy.spec.resolution, policy.spec.chunk_size
+        return policy, list(policy.spec.cameras), policy.spec.camera_resolution or policy.spec.resolution, policy.spec.chunk_size
     raise ValueError(f"policy must be checkpoint, scripted or random, not {kind!r}")
 
 

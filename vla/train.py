@@ -130,7 +130,8 @@ def build_model(cfg: DictConfig, dataset):
     spec = PolicySpec(head=cfg.head.name, output=cfg.head.output, chunk_size=cfg.head.chunk_size,
                       cameras=list(cfg.train.cameras), resolution=cfg.train.resolution, use_state=cfg.train.use_state,
                       action_token_mode=cfg.model.action_token_mode, action_dim=dataset.actions.shape[1],
-                      render_quality=dataset.info.get("vla", {}).get("render_quality"), crop_scale=cfg.train.crop_scale)
+                      render_quality=dataset.info.get("vla", {}).get("render_quality"), crop_scale=cfg.train.crop_scale,
+                      camera_resolution=dataset.info["features"][f"observation.images.{cfg.train.cameras[0]}"]["shape"][0])
     mask = np.ones(spec.action_dim, bool)
     mask[-1] = False  # the gripper (-1 / +1) is not normalised, as in OpenVLA
     stats = ActionStats.from_actions(dataset.actions, mask=mask)
@@ -176,6 +177,10 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
     from .data import LeRobotDataset
 
     dataset = LeRobotDataset(ensure_dataset(cfg), action_horizon=cfg.head.chunk_size, cameras=list(cfg.train.cameras))
+    shortest = min(e["length"] for e in dataset.episodes)
+    if cfg.head.chunk_size > shortest:
+        raise TrainError(f"head.chunk_size={cfg.head.chunk_size} is longer than the dataset's shortest episode "
+                         f"({shortest} frames in {dataset.root}): choose a chunk of at most {shortest} steps")
     torch.manual_seed(cfg.seed)
     model, lora = build_model(cfg, dataset)
     # frozen text embeddings: checkpoints keep only the rows the training prompts use (a few MB)
