@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from .lerobot_format import DATA_PATH, VIDEO_PATH, DatasetError, column_to_numpy, read_tasks
+from .lerobot_format import DATA_PATH, VIDEO_PATH, DatasetError, column_to_numpy, read_tasks, reading
 
 IMAGE_PREFIX = "observation.images."
 
@@ -31,19 +33,30 @@ def load_info(root: str | Path) -> dict:
         raise DatasetError(f"{root} is not a LeRobot dataset: meta/info.json is missing")
     try:
         info = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, or UnicodeDecodeError for bytes that are not UTF-8
         raise DatasetError(f"{path} is not valid JSON: {e}") from None
+    # the reader indexes into these without further checks, so a damaged file stops here
+    if not isinstance(info, dict) or not isinstance(info.get("features", {}), dict):
+        raise DatasetError(f"{path}: expected a JSON object with a 'features' object")
     version = str(info.get("codebase_version", "?"))
     if not version.startswith("v3"):
         raise DatasetError(f"{root} is LeRobot format {version}; this reader needs v3.0 (convert it with lerobot's v2.1->v3.0 script)")
+    fps, total = info.get("fps"), info.get("total_frames")
+    if not (isinstance(fps, (int, float)) and 0 < fps < math.inf) or not (isinstance(total, int) and total >= 0):
+        raise DatasetError(f"{path}: 'fps' must be a positive number and 'total_frames' a count, got {fps!r} and {total!r}")
     feats = info.get("features", {})
     for key in ("action", "observation.state"):
         if key not in feats:
             raise DatasetError(f"{path}: feature {key!r} is missing (features: {sorted(feats)})")
-        if len(feats[key]["shape"]) != 1:
-            raise DatasetError(f"{path}: feature {key!r} must be a vector, has shape {feats[key]['shape']}")
-    if not any(k.startswith(IMAGE_PREFIX) for k in feats):
+        shape = feats[key].get("shape") if isinstance(feats[key], dict) else None
+        if not isinstance(shape, list) or len(shape) != 1:
+            raise DatasetError(f"{path}: feature {key!r} must be a vector, has shape {shape!r}")
+    cameras = [k for k in feats if k.startswith(IMAGE_PREFIX)]
+    if not cameras:
         raise DatasetError(f"{path}: no camera features ({IMAGE_PREFIX}<camera>)")
+    for k in cameras:
+        if not isinstance(feats[k], dict) or feats[k].get("dtype") not in ("image", "video"):
+            raise DatasetError(f"{path}: camera feature {k!r} needs dtype 'image' or 'video', got {feats[k]!r:.100}")
     return info
 
 
@@ -70,8 +83,20 @@ class LeRobotDataset:
         episode_files = sorted((self.root / "meta" / "episodes").rglob("*.parquet"))
         if not episode_files:
             raise DatasetError(f"{self.root}: meta/episodes/ has no parquet files")
-        self.episodes = [row for f in episode_files for row in pq.read_table(
-            f, columns=[c for c in pq.read_schema(f).names if not c.startswith("stats/")]).to_pylist()]
+        need = ["episode_index", "data/chunk_index", "data/file_index", "dataset_from_index", "dataset_to_index"]
+        need += [f"videos/{IMAGE_PREFIX}{c}/{k}" for c in self.cameras if feats[IMAGE_PREFIX + c]["dtype"] == "video"
+                 for k in ("chunk_index", "file_index", "from_timestamp", "to_timestamp")]
+        self.episodes = []
+        for f in episode_files:
+            with reading(f):
+                rows = pq.read_table(f, columns=[c for c in pq.read_schema(f).names if not c.startswith("stats/")]).to_pylist()
+            for row in rows:  # a damaged file can still parse, with nulls or columns gone
+                bad = [k for k in need if not isinstance(row.get(k), (int, float) if k.endswith("timestamp") else int)]
+                if bad:
+                    raise DatasetError(f"{f}: episode row without valid {bad}")
+            self.episodes += rows
+        if not self.episodes:
+            raise DatasetError(f"{self.root}: meta/episodes/ lists no episodes")
         self.episodes.sort(key=lambda e: e["episode_index"])
         self._load_frames(feats)
 
@@ -80,19 +105,27 @@ class LeRobotDataset:
         numeric = ["action", "observation.state", "episode_index", "frame_index", "index", "task_index"]
         self._image_cols = {c: [] for c in self.cameras if feats[IMAGE_PREFIX + c]["dtype"] == "image"}
         cols = {k: [] for k in numeric}
+        self._data_files, sources = [], []  # which data file each row came from, for error messages
         for chunk, file in files:
             path = self.root / DATA_PATH.format(chunk_index=chunk, file_index=file)
             if not path.is_file():
                 raise DatasetError(f"data file missing: {path}")
-            table = pq.read_table(path)
-            for k in [*numeric, *(IMAGE_PREFIX + c for c in self._image_cols)]:
-                if k not in table.column_names:
-                    raise DatasetError(f"{path}: column {k!r} is missing")
-            for k in numeric:
-                cols[k].append(column_to_numpy(table[k]))
-            for c in self._image_cols:
-                cols_c = table[IMAGE_PREFIX + c].combine_chunks()
-                self._image_cols[c].append(cols_c.field("bytes"))
+            with reading(path):
+                table = pq.read_table(path)
+                for k in [*numeric, *(IMAGE_PREFIX + c for c in self._image_cols)]:
+                    if k not in table.column_names:
+                        raise DatasetError(f"{path}: column {k!r} is missing")
+                    if table[k].null_count:
+                        raise DatasetError(f"{path}: column {k!r} has missing values")
+                for k in numeric:
+                    cols[k].append(column_to_numpy(table[k]))
+                for c in self._image_cols:
+                    cols_c = table[IMAGE_PREFIX + c].combine_chunks()
+                    if not pa.types.is_struct(cols_c.type) or cols_c.type.get_field_index("bytes") < 0:
+                        raise DatasetError(f"{path}: column {IMAGE_PREFIX + c!r} has no image bytes (type {cols_c.type})")
+                    self._image_cols[c].append(cols_c.field("bytes"))
+            sources.append(np.full(len(table), len(self._data_files)))
+            self._data_files.append(path)
         arrays = {k: np.concatenate(v) for k, v in cols.items()}
         order = np.argsort(arrays["index"], kind="stable")
         self.actions = arrays["action"][order].astype(np.float32).reshape(len(order), -1)
@@ -105,11 +138,21 @@ class LeRobotDataset:
         self.frame_index = arrays["frame_index"][order].astype(np.int64)
         self.task_index = arrays["task_index"][order].astype(np.int64)
         self._image_order = order
+        self._image_source = np.concatenate(sources)
         self._image_bytes = {c: [b for chunk in v for b in chunk.to_pylist()] for c, v in self._image_cols.items()}
         if len(self.actions) != self.info["total_frames"]:
             raise DatasetError(f"{self.root}: {len(self.actions)} frames in data/, info.json says {self.info['total_frames']}")
         ends = {e["episode_index"]: (e["dataset_from_index"], e["dataset_to_index"]) for e in self.episodes}
+        unknown = set(self.episode_index.tolist()) - set(ends)
+        if unknown:
+            raise DatasetError(f"{self.root}: frames in data/ belong to episodes {sorted(unknown)[:5]} that meta/episodes/ does not list")
         self._ep_bounds = np.array([ends[int(e)] for e in self.episode_index]).reshape(-1, 2)
+        # action chunks index frames by position: each frame must lie inside its episode's bounds
+        pos = np.arange(len(self))
+        if not np.all((self._ep_bounds[:, 0] <= pos) & (pos < self._ep_bounds[:, 1]) & (self._ep_bounds[:, 1] <= len(self))):
+            raise DatasetError(f"{self.root}: dataset_from_index/dataset_to_index in meta/episodes/ do not match the frames in data/")
+        if np.any((self.task_index < 0) | (self.task_index >= len(self.tasks))):
+            raise DatasetError(f"{self.root}: task_index in data/ outside the {len(self.tasks)} tasks of meta/tasks.parquet")
         self._video_cache: dict = {}
 
     def __len__(self) -> int:
@@ -117,7 +160,12 @@ class LeRobotDataset:
 
     def _image(self, camera: str, i: int) -> np.ndarray:
         if camera in self._image_bytes:
-            return np.asarray(Image.open(io.BytesIO(self._image_bytes[camera][self._image_order[i]])).convert("RGB"))
+            row = self._image_order[i]
+            try:
+                return np.asarray(Image.open(io.BytesIO(self._image_bytes[camera][row])).convert("RGB"))
+            except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for damaged bytes
+                path = self._data_files[self._image_source[row]]
+                raise DatasetError(f"{path}: frame {i} of camera {camera!r} is not a readable image ({type(e).__name__}: {e})") from None
         return self._video_frame(camera, i)
 
     def _video_frame(self, camera: str, i: int) -> np.ndarray:

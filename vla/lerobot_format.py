@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,18 @@ DEFAULT_FEATURES = {
 
 class DatasetError(ValueError):
     """A dataset folder that is missing something or has the wrong shape; the message says what."""
+
+
+@contextmanager
+def reading(path: Path):
+    """Turn pyarrow's errors about a missing or damaged file (ArrowInvalid, OSError for bad
+    thrift or snappy data, UnicodeDecodeError for bad strings, ...) into a DatasetError naming it."""
+    try:
+        yield
+    except DatasetError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, TypeError) as e:
+        raise DatasetError(f"{path} is missing or damaged ({type(e).__name__}: {e})") from None
 
 
 def image_feature(height: int, width: int) -> dict:
@@ -244,9 +257,11 @@ def tasks_table(tasks: list[str]) -> pa.Table:
 
 def read_tasks(root: Path) -> list[str]:
     """Task strings in task_index order; accepts LeRobot's unnamed-index variant of the file."""
-    t = pq.read_table(Path(root) / "meta" / "tasks.parquet")
-    text_col = next((c for c in t.column_names if c != "task_index" and pa.types.is_string(t[c].type)), None)
-    if "task_index" not in t.column_names or text_col is None:
-        raise DatasetError(f"{root}/meta/tasks.parquet needs a task_index column and a task string column")
-    order = np.argsort(t["task_index"].to_numpy())
-    return [t[text_col][int(i)].as_py() for i in order]
+    path = Path(root) / "meta" / "tasks.parquet"
+    with reading(path):
+        t = pq.read_table(path)
+        text_col = next((c for c in t.column_names if c != "task_index" and pa.types.is_string(t[c].type)), None)
+        if "task_index" not in t.column_names or text_col is None or t["task_index"].null_count:
+            raise DatasetError(f"{path} needs a task_index column (no missing values) and a task string column")
+        order = np.argsort(t["task_index"].to_numpy())
+        return [t[text_col][int(i)].as_py() for i in order]

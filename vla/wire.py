@@ -4,6 +4,8 @@ unpickled, so a frame from an untrusted client cannot run code."""
 
 from __future__ import annotations
 
+import math
+
 import msgpack
 import numpy as np
 
@@ -31,12 +33,21 @@ def _ext_hook(code: int, data: bytes):
         raise WireError(f"unknown msgpack extension type {code}")
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(data)
-    dtype_str, shape = unpacker.unpack()
-    dtype = np.dtype(dtype_str)
+    header = unpacker.unpack()
+    # checked here so a hostile header gets a clear message rather than numpy's reshape error;
+    # at most 32 dims (numpy's limit) keeps the size product cheap to compute
+    if not (isinstance(header, list) and len(header) == 2 and isinstance(header[0], str) and isinstance(header[1], list)
+            and len(header[1]) <= 32 and all(type(n) is int and n >= 0 for n in header[1])):
+        raise WireError(f"bad numpy array header {header!r:.100}: expected [dtype string, list of sizes]")
+    dtype_str, shape = header
+    try:
+        dtype = np.dtype(dtype_str)
+    except TypeError:
+        raise WireError(f"unknown numpy dtype {dtype_str!r:.40}") from None
     if dtype.kind not in ALLOWED_KINDS:
         raise WireError(f"numpy dtype {dtype_str!r} is not allowed")
     body = data[unpacker.tell():]
-    if len(body) != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+    if len(body) != dtype.itemsize * math.prod(shape):  # Python ints: a huge shape cannot wrap around to 0
         raise WireError(f"array of dtype {dtype_str} and shape {shape} does not match its {len(body)} bytes")
     return np.frombuffer(body, dtype=dtype).reshape(shape)
 
