@@ -79,6 +79,16 @@ def test_recipe_trains_with_frozen_embeddings_and_ships_a_compact_checkpoint(dem
                        f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path}", "train.max_steps=32",
                        "train.save_every=30", "train.batch_size=8", "train.warmup_steps=5", "train.resolution=56")
     assert train(more).name == "step_000032"
+    # a new run can start from a trained policy's weights (a shipped checkpoint has no optimiser state)
+    from policies.checkpoint import load_model_from_checkpoint
+
+    warm = load_config("recipe=cpu", "train.num_threads=1", "train.eval_trials_per_task=0", "train.eval_every=0",
+                       f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path / 'warm'}", "train.max_steps=1",
+                       "train.save_every=1", "train.batch_size=8", "train.resolution=56", "train.lr=0",
+                       f"train.init_from={ckpt}")
+    started = load_model_from_checkpoint(train(warm)).state_dict()
+    for name, value in load_model_from_checkpoint(ckpt).state_dict().items():
+        torch.testing.assert_close(started[name], value, msg=name)  # lr 0: one step changes nothing
 
 
 def test_recipe_inputs_are_checked(demo_dataset, tmp_path):
@@ -120,3 +130,23 @@ def test_recipe_config_reaches_the_model():
     config = build_backbone(OmegaConf.to_container(cfg.model, resolve=True)).model.config
     assert config.vision_config.window_size == 112 and config.vision_config.depth == 4
     assert config.text_config.num_hidden_layers == 4
+
+
+def test_the_shipped_checkpoint_loads_and_acts_in_one_batch():
+    """checkpoints/tiny-libero_spatial: the CPU recipe's policy, in the normal checkpoint format
+    (no optimiser state, compact vocabulary), loads on a fresh machine and acts on a batch."""
+    from pathlib import Path
+
+    from vla.eval import load_policy
+
+    path = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-libero_spatial"
+    policy, cameras, size, chunk = load_policy("checkpoint", str(path), None)
+    assert cameras == ["agentview", "robot0_eye_in_hand"] and size == 128 and chunk == 8
+    assert policy.spec.render_quality == "lowpoly" and not (path / "optimizer.safetensors").exists()
+    rng = np.random.default_rng(0)
+    obs = {"images": {c: rng.integers(0, 255, (3, 128, 128, 3), dtype=np.uint8) for c in cameras},
+           "state": rng.normal(size=(3, 8)).astype(np.float32),
+           "instruction": ["pick up the black bowl on the ramekin and place it on the plate"] * 3}
+    actions = policy.act(obs)
+    assert actions.shape == (3, 8, 7) and np.isfinite(actions).all()
+    assert set(np.unique(actions[..., 6])) <= {-1.0, 1.0} and np.abs(actions[..., :6]).max() <= 1.0 + 1e-6

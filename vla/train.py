@@ -183,6 +183,11 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
                          f"({shortest} frames in {dataset.root}): choose a chunk of at most {shortest} steps")
     torch.manual_seed(cfg.seed)
     model, lora = build_model(cfg, dataset)
+    if cfg.train.init_from:  # warm start: the weights of a trained policy of the same architecture, a new optimiser
+        init = Path(cfg.train.init_from)
+        if not (init / "model.safetensors").is_file():
+            raise TrainError(f"train.init_from={init}: no checkpoint there (model.safetensors missing)")
+        resume_weights(model, init)
     # frozen text embeddings: checkpoints keep only the rows the training prompts use (a few MB)
     vocab_rows = model.used_token_ids(dataset.tasks) if cfg.train.freeze_embeddings and not lora else None
 
