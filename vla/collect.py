@@ -83,14 +83,15 @@ def collect(cfg: DictConfig) -> Path:
     parts = [out.with_name(f"{out.name}.part{k}") for k in range(workers)]
     if workers > 1 and (not out.exists() or parts[0].exists()):
         return _collect_in_parallel(cfg, tasks, parts, out)
-    return _collect_serially(cfg, suite, tasks, out)
+    return _collect_serially(cfg, tasks)
 
 
 def _collect_part(container: dict) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _collect_serially(OmegaConf.create(container), None, None, None)
+    cfg = OmegaConf.create(container)
+    _collect_serially(cfg, list(cfg.tasks))
 
 
 def _collect_in_parallel(cfg: DictConfig, tasks: list[int], parts: list[Path], out: Path) -> Path:
@@ -118,14 +119,12 @@ def _collect_in_parallel(cfg: DictConfig, tasks: list[int], parts: list[Path], o
     return out
 
 
-def _collect_serially(cfg: DictConfig, suite, tasks: list[int] | None, out: Path | None) -> Path:
+def _collect_serially(cfg: DictConfig, tasks: list[int]) -> Path:
     from envs.experts import make_expert
     from envs.libero_env import LiberoEnv
     from envs.suites import get_suite
 
-    suite = suite or get_suite(cfg.suite.name)
-    tasks = tasks if tasks is not None else list(cfg.tasks)
-    out = out or Path(cfg.out)
+    suite, out = get_suite(cfg.suite.name), Path(cfg.out)
     writer = LeRobotWriter(out, fps=suite.control_freq, features=dataset_features(list(cfg.cameras), cfg.resolution),
                            recording={"render_quality": cfg.render_quality})
     attempts = _Attempts(out / "meta" / "vla_collect_attempts.json")
