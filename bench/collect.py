@@ -13,7 +13,7 @@ import numpy as np
 
 from envs.experts import make_expert
 from envs.libero_env import RENDER_QUALITIES, LiberoEnv
-from vla.collect import record_episode
+from vla.dataset.collection import record_episode
 
 
 def steps_per_second(quality: str, steps: int) -> float:

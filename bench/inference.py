@@ -73,7 +73,7 @@ def main():
     dataset = args.get("dataset")
     tmp = None
     if dataset is None:
-        from vla.collect import collect_demos
+        from vla.dataset.collection import collect_demos
 
         tmp = tempfile.TemporaryDirectory()
         dataset = collect_demos("libero_spatial", Path(tmp.name) / "ds", 2, ["agentview", "robot0_eye_in_hand"], 128, tasks=[0])

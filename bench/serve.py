@@ -28,7 +28,7 @@ def observation(seed: int) -> dict:
 
 
 def client_process(url: str, seconds: float, seed: int, out) -> None:
-    from vla.client import PolicyClient
+    from vla.deploy.client import PolicyClient
 
     obs, latencies, errors, actions = observation(seed), [], 0, 0
     client = PolicyClient(url, timeout_s=30, connect_s=30)
@@ -65,7 +65,7 @@ def main() -> None:
     import torch
 
     from bench.eval import tiny_policy  # the same tiny VLA as the rollout benchmark
-    from vla.serve import PolicyServer
+    from vla.deploy.server import PolicyServer
 
     args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
     quick = "--quick" in sys.argv

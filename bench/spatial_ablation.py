@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from eval_rollouts.results import wilson
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from policies.transforms import stack_observations
+
 from .results import ResultsLog
 from .videos import write_video
 from .worker import EnvSpec, EnvWorker
@@ -29,14 +31,6 @@ class ExpertPolicy:
         if any(a is None for a in acts):
             raise ValueError("the scripted expert has no strategy for one of these tasks")
         return np.stack([np.asarray(a, np.float32) for a in acts])[:, None, :]
-
-
-def _batch(obs: list[dict], extras: list[dict]) -> dict:
-    batch = {"images": {c: np.stack([o["images"][c] for o in obs]) for c in obs[0]["images"]},
-             "state": np.stack([o["state"] for o in obs]), "instruction": [o["instruction"] for o in obs]}
-    if "expert_action" in extras[0]:
-        batch["expert_action"] = [e["expert_action"] for e in extras]
-    return batch
 
 
 def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog, num_envs: int = 4,
@@ -122,7 +116,7 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
             if not live:
                 continue
             replies = [state[i]["reply"] for i in live]
-            actions = np.asarray(policy.act(_batch([r["obs"] for r in replies], replies)), np.float32)
+            actions = np.asarray(policy.act(stack_observations([r["obs"] for r in replies])), np.float32)
             if actions.ndim != 3 or actions.shape[0] != len(live) or actions.shape[2] != 7:
                 raise ValueError(f"policy.act returned shape {actions.shape}, expected ({len(live)}, H, 7)")
             for j, i in enumerate(live):

@@ -37,8 +37,8 @@ def _serve(conn, spec: EnvSpec) -> None:
     env, task, expert, record = None, None, None, False
 
     def reply(obs, **extra):
-        if spec.expert:
-            extra["expert_action"] = expert.act(obs) if expert is not None else None
+        if spec.expert:  # the expert's action for this state travels with the observation
+            obs = {**obs, "expert_action": expert.act(obs) if expert is not None else None}
         conn.send(("ok", {"obs": obs, **extra}))
 
     while True:

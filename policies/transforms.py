@@ -16,6 +16,19 @@ def prompt_text(instruction: str) -> str:
     return PROMPT.format(instruction=instruction.strip().rstrip(".").lower())
 
 
+def stack_observations(observations: list[dict], cameras: list[str] | None = None) -> dict:
+    """Single observations -> one batch (leading axis B) as Policy.act takes it; the server and the
+    eval engine both batch this way. The scripted expert's action (a simulator hint) rides along
+    when every observation carries one."""
+    cameras = list(observations[0]["images"]) if cameras is None else list(cameras)
+    batch = {"images": {c: np.stack([o["images"][c] for o in observations]) for c in cameras},
+             "state": np.stack([o["state"] for o in observations]),
+             "instruction": [o["instruction"] for o in observations]}
+    if all("expert_action" in o for o in observations):
+        batch["expert_action"] = [o["expert_action"] for o in observations]
+    return batch
+
+
 def camera_images(images: dict, cameras: list[str], resolution: int) -> list[np.ndarray]:
     """The named cameras' upright uint8 [H, W, 3] images, resized (bilinear) to resolution²."""
     out = []

@@ -322,7 +322,6 @@ class VLAModel(nn.Module):
 
     def _predict(self, batch: dict) -> np.ndarray:
         spec = self.spec
-        n = spec.chunk_size * spec.action_dim
         B = batch["input_ids"].shape[0]
         if spec.head == "tokens":
             ids = self.generate_action_ids(batch)

@@ -18,8 +18,8 @@ def demo_dataset(tmp_path_factory) -> Path:
     LeRobot v3 dataset: the training data of the policy tests."""
     from envs.experts import make_expert
     from envs.libero_env import LiberoEnv
-    from vla.collect import dataset_features, record_episode
-    from vla.lerobot_format import LeRobotWriter
+    from vla.dataset.collection import dataset_features, record_episode
+    from vla.dataset.format import LeRobotWriter
 
     root = tmp_path_factory.mktemp("demo") / "libero_spatial"
     env = LiberoEnv("libero_spatial", 0, resolution=64)

@@ -9,9 +9,9 @@ import pytest
 
 from envs.experts import make_expert
 from envs.libero_env import LiberoEnv
-from vla.collect import dataset_features, is_noop, record_episode
-from vla.data import LeRobotDataset
-from vla.lerobot_format import LeRobotWriter
+from vla.dataset.collection import dataset_features, is_noop, record_episode
+from vla.dataset.reader import LeRobotDataset
+from vla.dataset.format import LeRobotWriter
 
 
 def test_recorded_episode_reads_back_identically(tmp_path):

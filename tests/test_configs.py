@@ -41,3 +41,25 @@ def test_train_cli_rejects_unknown_suite():
     assert res.returncode != 0
     assert "Could not find 'suite/libero_nope'" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+ENTRY_POINTS = {"vla.train": "stage: action", "vla.eval": "trials_per_task: 50", "vla.collect": "episodes_per_task:",
+                "vla.serve": "port:", "vla.ros_bridge": "safety:", "vla.sim_arm": "suite:",
+                "vla.expert_table": "trials_per_task: 50", "vla.spatial.generate": "suite:", "vla.spatial.eval": "dataset:"}
+
+
+@pytest.mark.parametrize("module, key", ENTRY_POINTS.items())
+def test_every_entry_point_composes_its_config(module, key):
+    res = subprocess.run([sys.executable, "-m", module, "--cfg", "job"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert key in res.stdout
+
+
+def test_expert_table_runs_the_expert_through_hydra(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "vla.expert_table", "tasks=[0]", "trials_per_task=1", "workers=1",
+                          f"out={tmp_path}"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "| all | | 1/1 (100.0%) |" in (tmp_path / "libero_spatial.md").read_text()
+    bad = subprocess.run([sys.executable, "-m", "vla.expert_table", "tasks=[12]", f"out={tmp_path}"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "tasks [12] out of range" in bad.stderr and "Traceback" not in bad.stderr

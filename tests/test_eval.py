@@ -8,7 +8,6 @@ import sys
 import time
 
 import av
-import numpy as np
 import psutil
 from conftest import load_config
 

@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from vla.collect import dataset_features
-from vla.data import LeRobotDataset
-from vla.lerobot_format import DatasetError, LeRobotWriter
-from vla.wire import NDARRAY, WireError, pack, unpack
+from vla.dataset.collection import dataset_features
+from vla.dataset.reader import LeRobotDataset
+from vla.dataset.format import DatasetError, LeRobotWriter
+from vla.deploy.wire import NDARRAY, WireError, pack, unpack
 
 # deadline=None: timings vary on a shared machine; .hypothesis/ (failure replays) ignores itself in git
 FAST = settings(max_examples=150, deadline=None)

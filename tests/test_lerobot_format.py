@@ -8,10 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from action_tokenizer import ActionStats
-from vla.collect import dataset_features
-from vla.data import LeRobotDataset
-from vla.lerobot_format import DatasetError, LeRobotWriter, read_tasks
+from vla.dataset.collection import dataset_features
+from vla.dataset.reader import LeRobotDataset
+from vla.dataset.format import DatasetError, LeRobotWriter, read_tasks
 
 CAMS = ["agentview", "robot0_eye_in_hand"]
 
@@ -72,12 +71,32 @@ def test_metadata_follows_v3(dataset):
     eps = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
     assert [(e["dataset_from_index"], e["dataset_to_index"]) for e in eps] == [(0, 5), (5, 14), (14, 17)]
     stats = json.loads((root / "meta/stats.json").read_text())
-    all_actions = np.concatenate([e["action"] for e in episodes])
-    np.testing.assert_allclose(stats["action"]["q99"], np.quantile(all_actions.astype(np.float64), 0.99, axis=0), rtol=1e-6)
     assert np.asarray(stats["observation.images.agentview"]["mean"]).shape == (3, 1, 1)
-    # the training-side statistics come from the same actions
-    s = ActionStats.from_actions(all_actions)
-    np.testing.assert_allclose(s.q01, stats["action"]["q01"], rtol=1e-5, atol=1e-6)
+    assert stats["action"]["count"] == [17] and stats["observation.state"]["count"] == [17]
+
+
+def test_stats_pool_per_episode_statistics_as_lerobot_does(tmp_path):
+    """stats.json is pooled from the episodes' own statistics (linear in the episodes written):
+    min, max, mean and std equal those over all frames; a quantile is the count-weighted mean of
+    the episodes' quantiles (LeRobot's rule): within 0.2 standard deviations of the quantile over
+    all frames for q10-q90, within 0.4 for the tails q01/q99 (estimated from ~60 frames each)."""
+    rng = np.random.default_rng(1)
+    writer = LeRobotWriter(tmp_path / "ds", fps=20, features=dataset_features(CAMS, 8))
+    episodes = [fake_episode(rng, int(n), res=8) for n in rng.integers(40, 80, 12)]
+    for ep in episodes:
+        writer.add_episode(ep, "task")
+    stats = json.loads((tmp_path / "ds/meta/stats.json").read_text())
+    for key in ("action", "observation.state"):
+        x = np.concatenate([e[key] for e in episodes]).astype(np.float64)
+        for name, exact in (("min", x.min(0)), ("max", x.max(0)), ("mean", x.mean(0)), ("std", x.std(0))):
+            np.testing.assert_allclose(stats[key][name], exact, rtol=1e-9, atol=1e-12, err_msg=f"{key} {name}")
+        for name, q, tol in (("q01", 0.01, 0.4), ("q10", 0.10, 0.2), ("q50", 0.5, 0.2), ("q90", 0.9, 0.2),
+                             ("q99", 0.99, 0.4)):
+            err = np.abs(np.asarray(stats[key][name]) - np.quantile(x, q, axis=0))
+            assert (err < tol * x.std(0)).all(), (key, name, err / x.std(0))
+    # reopening resumes from the episodes table alone and keeps the same statistics
+    LeRobotWriter(tmp_path / "ds", fps=20, features=dataset_features(CAMS, 8))
+    assert json.loads((tmp_path / "ds/meta/stats.json").read_text()) == stats
 
 
 def test_action_chunks_pad_past_episode_end(dataset):
@@ -204,3 +223,34 @@ def test_reads_hub_style_video_datasets(dataset, tmp_path):
         assert got.shape == (32, 32, 3)
         assert np.abs(got - frames[i]).mean() < 6, f"frame {i} decoded from the wrong place"
     np.testing.assert_array_equal(ds[14]["images"]["robot0_eye_in_hand"], episodes[2]["observation.images.robot0_eye_in_hand"][0])
+
+
+def test_merge_copies_episodes_without_decoding_and_resumes(tmp_path):
+    from vla.dataset.collection import merge_datasets
+
+    rng = np.random.default_rng(2)
+    parts, everything = [], []
+    for p, lengths in enumerate(((4, 6), (5,))):
+        w = LeRobotWriter(tmp_path / f"part{p}", fps=20, features=dataset_features(CAMS, 16))
+        for n in lengths:
+            ep = fake_episode(rng, n, res=16)
+            w.add_episode(ep, f"task {p}")
+            everything.append((ep, f"task {p}"))
+        parts.append(tmp_path / f"part{p}")
+    one = LeRobotWriter(tmp_path / "one", fps=20, features=dataset_features(CAMS, 16))
+    for ep, task in everything:
+        one.add_episode(ep, task)
+    merge_datasets(parts[:1], tmp_path / "merged")
+    merge_datasets(parts, tmp_path / "merged")  # resumes: part0's episodes are already there
+    merged = LeRobotDataset(tmp_path / "merged")
+    assert len(merged.episodes) == 3 and merged.tasks == ["task 0", "task 1"]
+    for e, (ep, task) in enumerate(everything):
+        back = merged.episode_frames(e)
+        np.testing.assert_array_equal(back["action"], ep["action"])
+        np.testing.assert_array_equal(back["images"]["agentview"], ep["observation.images.agentview"])
+        assert merged[int(np.flatnonzero(merged.episode_index == e)[0])]["task"] == task
+    # the same dataset as writing every episode into one folder, statistics included
+    for name in ("meta/stats.json", "meta/info.json"):
+        assert json.loads((tmp_path / "merged" / name).read_text()) == json.loads((tmp_path / "one" / name).read_text())
+    assert pq.read_table(tmp_path / "merged/data/chunk-000/file-002.parquet").equals(
+        pq.read_table(tmp_path / "one/data/chunk-000/file-002.parquet"))

@@ -19,7 +19,7 @@ from policies.backbone import QWEN_TEXT_VOCAB, build_backbone
 from policies.checkpoint import CheckpointError, load_model_from_checkpoint
 from policies.transforms import StateNormalizer
 from policies.vla_model import PolicySpec, VLAModel, extra_tokens
-from vla.data import LeRobotDataset
+from vla.dataset.reader import LeRobotDataset
 from vla.train import TrainError, train
 
 TINY = ["model.vocab=bytes", "train.resolution=64", "train.num_threads=1", "train.eval_trials_per_task=0"]

@@ -12,7 +12,7 @@ from test_policy import obs_batch, tiny_model
 from policies import VLAPolicy
 from policies.backbone import image_inputs, image_processor_for
 from policies.transforms import crop_and_resize
-from vla.data import LeRobotDataset
+from vla.dataset.reader import LeRobotDataset
 from vla.train import train
 
 
@@ -92,7 +92,7 @@ def test_recipe_trains_with_frozen_embeddings_and_ships_a_compact_checkpoint(dem
 
 
 def test_recipe_inputs_are_checked(demo_dataset, tmp_path):
-    from vla.lerobot_format import DatasetError
+    from vla.dataset.format import DatasetError
     from vla.train import TrainError
 
     base = ["recipe=cpu", f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path}", "train.max_steps=1"]

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from policies import RandomPolicy
-from vla.ros_bridge import SafetyLimits, image_from_raw, rosbridge_image, rosbridge_stamp, twist_stamped_dict
-from vla.serve import PolicyServer
+from vla.deploy.bridge import SafetyLimits, image_from_raw, rosbridge_image, rosbridge_stamp, twist_stamped_dict
+from vla.deploy.server import PolicyServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM_ROBOT = str(ROOT / "configs/robot/libero_sim.yaml")

@@ -11,9 +11,9 @@ import pytest
 from test_policy import tiny_model
 
 from policies import RandomPolicy, VLAPolicy
-from vla.client import PolicyClient, ServerError
-from vla.serve import PolicyServer
-from vla.wire import NDARRAY, WireError, pack, unpack
+from vla.deploy.client import PolicyClient, ServerError
+from vla.deploy.server import PolicyServer
+from vla.deploy.wire import NDARRAY, WireError, pack, unpack
 
 CAMERAS = ["agentview", "robot0_eye_in_hand"]
 
@@ -181,7 +181,7 @@ def test_entry_points_name_the_bad_setting(args, error):
 
 
 def test_bridge_stops_when_the_server_is_too_slow_and_resumes_after(server):
-    from vla.ros_bridge import Bridge, SafetyLimits
+    from vla.deploy.bridge import Bridge, SafetyLimits
 
     class SlowPolicy(EchoPolicy):
         delay = 0.5

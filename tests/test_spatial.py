@@ -205,7 +205,7 @@ def test_spatial_stage_learns_and_its_checkpoint_starts_the_action_stage(spatial
     from conftest import load_config
     from policies.checkpoint import load_model_from_checkpoint
     from vla.spatial.eval import evaluate
-    from vla.spatial.stage import build_vqa_model
+    from vla.spatial.model import build_vqa_model
     from vla.train import train
 
     tiny = ["model.vocab=bytes", "train.num_threads=1"]

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import sys
 from pathlib import Path
 
+import hydra
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 
@@ -31,25 +32,30 @@ def _run_task(args):
     return out
 
 
-def main(argv: list[str]) -> None:
-    opts = dict(a.split("=", 1) for a in argv)
-    suite = opts.get("suite", "libero_spatial")
-    trials = int(opts.get("trials_per_task", 50))
-    workers = int(opts.get("workers", 2))
-    out_dir = Path(opts.get("out", "outputs/expert"))
+def expert_table(cfg: DictConfig) -> str:
+    """Run (or resume) the expert over the init states; returns the Markdown table."""
+    from envs.suites import get_suite
+
+    suite, trials, workers = cfg.suite.name, int(cfg.trials_per_task), int(cfg.workers)
+    if trials < 1 or workers < 1:
+        raise ValueError(f"trials_per_task and workers must be >= 1, got {trials} and {workers}")
+    s = get_suite(suite)
+    tasks = list(range(len(s.tasks))) if cfg.tasks is None else [int(t) for t in cfg.tasks]
+    bad = [t for t in tasks if not 0 <= t < len(s.tasks)]
+    if bad:
+        raise ValueError(f"tasks {bad} out of range: {suite} has tasks 0..{len(s.tasks) - 1}")
+    out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / f"{suite}.jsonl"
 
-    from envs.suites import get_suite
-
-    s = get_suite(suite)
     done = {(r["task"], r["init"]): r for r in map(json.loads, log.read_text().splitlines())} if log.exists() else {}
     # work units of 5 episodes so results land (and the bar moves) often
     units = []
-    for t in range(len(s.tasks)):
+    for t in tasks:
         todo = [k for k in range(trials) if (t, k) not in done]
         units += [(suite, t, todo[i:i + 5]) for i in range(0, len(todo), 5)]
-    bar = tqdm(total=len(s.tasks) * trials, initial=len(done), desc=f"expert {suite}", unit="ep")
+    have = sum((t, k) in done for t in tasks for k in range(trials))
+    bar = tqdm(total=len(tasks) * trials, initial=have, desc=f"expert {suite}", unit="ep")
     with mp.get_context("spawn").Pool(workers) as pool, log.open("a") as f:
         for rows in pool.imap_unordered(_run_task, units):
             for r in rows:
@@ -62,15 +68,25 @@ def main(argv: list[str]) -> None:
 
     lines = [f"| task | instruction | expert success (of {trials}) |", "|---|---|---|"]
     total = 0
-    for t, task in enumerate(s.tasks):
+    for t in tasks:
+        task = s.tasks[t]
         rows = [done[(t, k)] for k in range(trials) if (t, k) in done]
         ok = sum(r["success"] for r in rows)
         total += ok
         lines.append(f"| {t} | {task.instruction} | {ok}/{len(rows)} ({100 * ok / max(1, len(rows)):.0f}%) |")
-    lines.append(f"| all | | {total}/{len(s.tasks) * trials} ({100 * total / (len(s.tasks) * trials):.1f}%) |")
-    (out_dir / f"{suite}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    lines.append(f"| all | | {total}/{len(tasks) * trials} ({100 * total / (len(tasks) * trials):.1f}%) |")
+    table = "\n".join(lines) + "\n"
+    (out_dir / f"{suite}.md").write_text(table)
+    return table
+
+
+@hydra.main(config_path="../configs", config_name="expert_table", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        print(expert_table(cfg))
+    except ValueError as e:
+        raise SystemExit(f"vla.expert_table: {e}") from None
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

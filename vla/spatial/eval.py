@@ -110,7 +110,7 @@ def evaluate(cfg: DictConfig) -> dict:
     import torch
 
     from .generate import read_records
-    from .stage import SpatialSamples, build_vqa_model
+    from .model import SpatialSamples, build_vqa_model
 
     torch.set_num_threads(int(cfg.num_threads))
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)

@@ -13,6 +13,8 @@ from torch import nn
 
 from policies.backbone import BACKBONE_MARKER, Backbone, image_inputs, left_pad
 
+from .generate import load_images
+
 
 class SpatialVQA(nn.Module):
     def __init__(self, backbone: Backbone):
@@ -110,3 +112,23 @@ class SpatialVQA(nn.Module):
 
         saved = AutoModelForImageTextToText.from_pretrained(path, dtype=self.lm.dtype)
         self.lm.load_state_dict(saved.state_dict())
+
+
+class SpatialSamples:
+    """Records with their images loaded, as the model's encode() takes them."""
+
+    def __init__(self, root: str | Path, records: list[dict]):
+        self.root, self.records = Path(root), records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        r = self.records[i]
+        return {**r, "images": load_images(self.root, r)}
+
+
+def build_vqa_model(model_cfg: dict, seed: int):
+    from policies.backbone import build_backbone
+
+    return SpatialVQA(build_backbone(model_cfg, [], seed=seed))

@@ -6,37 +6,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .generate import load_images, read_records
+from .generate import read_records
+from .model import SpatialSamples, build_vqa_model
 
 
-class SpatialSamples:
-    """Records with their images loaded, as the model's encode() takes them."""
-
-    def __init__(self, root: str | Path, records: list[dict]):
-        self.root, self.records = Path(root), records
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> dict:
-        r = self.records[i]
-        return {**r, "images": load_images(self.root, r)}
-
-
-def build_vqa_model(model_cfg: dict, seed: int):
-    from policies.backbone import build_backbone
-
-    from .model import SpatialVQA
-
-    return SpatialVQA(build_backbone(model_cfg, [], seed=seed))
-
-
-def spatial_stage(cfg: DictConfig, config_yaml: str):
+def spatial_stage(cfg: DictConfig, config_yaml: str, out: Path | None = None):
     import torch
 
     from policies.checkpoint import write_folder_atomic, write_trainer_state
 
-    from ..train import Stage, TrainError
+    from ..training.loop import Stage, TrainError
     from .eval import benchmark, spread, summarize
 
     if cfg.train.lora:

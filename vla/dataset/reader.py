@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from .lerobot_format import DATA_PATH, VIDEO_PATH, DatasetError, column_to_numpy, read_tasks, reading
+from .format import DATA_PATH, VIDEO_PATH, DatasetError, column_to_numpy, read_tasks, reading
 
 IMAGE_PREFIX = "observation.images."
 

@@ -95,14 +95,15 @@ def image_stats(frames: np.ndarray, max_samples: int = 100) -> dict:
     return {k: (v if k == "count" else [[[c]] for c in v]) for k, v in stats.items()}
 
 
-def aggregate_image_stats(per_episode: list[dict]) -> dict:
-    """Count-weighted pooling of per-episode image statistics (LeRobot's aggregate)."""
+def aggregate_stats(per_episode: list[dict]) -> dict:
+    """Count-weighted pooling of per-episode statistics, as LeRobot aggregates them: min, max,
+    mean and std are exact; a quantile is the count-weighted mean of the episodes' quantiles."""
     counts = np.array([s["count"][0] for s in per_episode], float)
     w = counts / counts.sum()
     get = lambda k: np.array([np.asarray(s[k], float) for s in per_episode])  # noqa: E731
     mean = np.tensordot(w, get("mean"), 1)
     var = np.tensordot(w, get("std") ** 2 + (get("mean") - mean) ** 2, 1)
-    out = {"min": get("min").min(0), "max": get("max").max(0), "mean": mean, "std": np.sqrt(var)}
+    out = {"min": get("min").min(0), "max": get("max").max(0), "mean": mean, "std": np.sqrt(np.maximum(var, 0))}
     for k in per_episode[0]:
         if k.startswith("q"):
             out[k] = np.tensordot(w, get(k), 1)
@@ -128,7 +129,6 @@ class LeRobotWriter:
         self.numeric_keys = [k for k, f in self.features.items() if f["dtype"] not in ("image", "video", "string")]
         self.episodes: list[dict] = []
         self.tasks: list[str] = []
-        self._numeric: dict[str, list[np.ndarray]] = {k: [] for k in self.numeric_keys}
         if (self.root / "meta" / "info.json").exists():
             self._resume()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -154,10 +154,6 @@ class LeRobotWriter:
         for f in (self.root / "data").rglob("*.parquet*"):
             if str(f.relative_to(self.root)) not in kept:
                 f.unlink()  # an episode whose metadata never landed: collection will redo it
-        for path in sorted(kept):
-            t = pq.read_table(self.root / path, columns=self.numeric_keys)
-            for k in self.numeric_keys:
-                self._numeric[k].append(column_to_numpy(t[k]))
         self._write_meta()  # a run killed between two metadata files left them out of step
 
     def add_episode(self, frames: dict[str, np.ndarray], task: str) -> int:
@@ -170,17 +166,9 @@ class LeRobotWriter:
             want = tuple(self.features[k]["shape"])
             if len(v) != length or tuple(np.shape(v)[1:]) != want:
                 raise DatasetError(f"feature {k!r} has shape {np.shape(v)}, expected [{length}, {', '.join(map(str, want))}]")
-        ep = len(self.episodes)
-        if task not in self.tasks:
-            self.tasks.append(task)
         start = self.num_frames
-        cols = {
-            "timestamp": np.arange(length, dtype=np.float32) / self.fps,
-            "frame_index": np.arange(length, dtype=np.int64),
-            "episode_index": np.full(length, ep, np.int64),
-            "index": np.arange(start, start + length, dtype=np.int64),
-            "task_index": np.full(length, self.tasks.index(task), np.int64),
-        }
+        ep = len(self.episodes)
+        cols = self._index_columns(length, ep, start, task)
         arrays, ep_stats = {}, {}
         for k, f in self.features.items():
             v = cols[k] if k in cols else np.asarray(frames[k])
@@ -192,9 +180,35 @@ class LeRobotWriter:
                 v = v.astype(f["dtype"])
                 arrays[k] = pa.array(v) if v.ndim == 1 else pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1])
                 ep_stats[k] = numeric_stats(v)
-                self._numeric[k].append(v)
+        return self._append(pa.table(arrays), task, ep_stats)
+
+    def add_table(self, table: pa.Table, task: str, stats: dict) -> int:
+        """Append one episode already in this format (another dataset's rows, images still PNG
+        bytes) with its per-episode statistics {feature: {stat: value}}: merging datasets this way
+        decodes and re-encodes nothing. The index columns are renumbered for this dataset."""
+        cols = self._index_columns(len(table), len(self.episodes), self.num_frames, task)
+        missing = [k for k in self.features if k not in cols and (k not in table.column_names or k not in stats)]
+        if missing:
+            raise DatasetError(f"episode table or its statistics lack features {missing}")
+        arrays = {k: pa.array(cols[k]) if k in cols else table[k].combine_chunks() for k in self.features}
+        ep_stats = {k: numeric_stats(cols[k]) if k in cols else stats[k] for k in self.features}
+        return self._append(pa.table(arrays), task, ep_stats)
+
+    def _index_columns(self, length: int, ep: int, start: int, task: str) -> dict:
+        if task not in self.tasks:
+            self.tasks.append(task)
+        return {
+            "timestamp": np.arange(length, dtype=np.float32) / self.fps,
+            "frame_index": np.arange(length, dtype=np.int64),
+            "episode_index": np.full(length, ep, np.int64),
+            "index": np.arange(start, start + length, dtype=np.int64),
+            "task_index": np.full(length, self.tasks.index(task), np.int64),
+        }
+
+    def _append(self, table: pa.Table, task: str, ep_stats: dict) -> int:
+        ep, start, length = len(self.episodes), self.num_frames, len(table)
         chunk, file = divmod(ep, CHUNKS_SIZE)
-        _write_table(self.root / DATA_PATH.format(chunk_index=chunk, file_index=file), pa.table(arrays))
+        _write_table(self.root / DATA_PATH.format(chunk_index=chunk, file_index=file), table)
         row = {"episode_index": ep, "tasks": [task], "length": length, "data/chunk_index": chunk, "data/file_index": file,
                "dataset_from_index": start, "dataset_to_index": start + length,
                "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0}
@@ -207,9 +221,10 @@ class LeRobotWriter:
         meta = self.root / "meta"
         meta.mkdir(parents=True, exist_ok=True)
         _write_table(self.root / "meta" / "tasks.parquet", tasks_table(self.tasks))
-        stats = {k: numeric_stats(np.concatenate(self._numeric[k])) for k in self.numeric_keys}
-        for k in self.image_keys:  # pooled from the per-episode statistics kept in the episodes table
-            stats[k] = aggregate_image_stats([{s: e[f"stats/{k}/{s}"] for s in STAT_NAMES} for e in self.episodes])
+        # pooled from the per-episode statistics in the episodes table: linear in the episodes
+        # added, where recomputing over every frame after every episode was quadratic
+        stats = {k: aggregate_stats([{s: e[f"stats/{k}/{s}"] for s in STAT_NAMES} for e in self.episodes])
+                 for k in (*self.numeric_keys, *self.image_keys)} if self.episodes else {}
         _atomic_write(meta / "stats.json", json.dumps(stats, indent=2).encode())
         info = {
             "codebase_version": CODEBASE_VERSION, "robot_type": self.robot_type,

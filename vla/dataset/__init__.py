@@ -1,0 +1,1 @@
+"""The LeRobot v3 dataset format (writer, stats, tasks), the training-sample reader, and scripted collection into it."""

@@ -1,0 +1,204 @@
+"""Collect scripted-expert demonstrations into a LeRobotDataset v3.0 folder.
+
+python -m vla.collect suite=libero_spatial episodes_per_task=2 cameras=[agentview,robot0_eye_in_hand] resolution=128
+
+Only successful episodes are kept; no-op steps are dropped. Resumable: rerunning the same
+command continues where a killed run stopped, with no duplicate or half-written episode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from .format import LeRobotWriter, image_feature, vector_feature
+
+STATE_NAMES = ["eef_x", "eef_y", "eef_z", "eef_ax", "eef_ay", "eef_az", "gripper_left", "gripper_right"]
+ACTION_NAMES = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
+
+
+def dataset_features(cameras: list[str], resolution: int) -> dict:
+    feats = {f"observation.images.{c}": image_feature(resolution, resolution) for c in cameras}
+    feats["observation.state"] = vector_feature(STATE_NAMES)
+    feats["action"] = vector_feature(ACTION_NAMES)
+    return feats
+
+
+def is_noop(action: np.ndarray, prev_action: np.ndarray | None) -> bool:
+    """No motion and no gripper change: OpenVLA drops these from LIBERO demonstrations."""
+    return prev_action is not None and np.linalg.norm(action[:6]) < 1e-4 and action[6] == prev_action[6]
+
+
+def record_episode(env, expert, seed: int, init_state_index: int | None):
+    """Run the expert once; returns (success, frames dict) with no-op steps removed."""
+    from envs.experts import run_expert_episode
+
+    success, _, steps = run_expert_episode(env, init_state_index, seed, record=True, expert=expert)
+    kept, prev = [], None
+    for obs, action in steps:
+        if not is_noop(action, prev):
+            kept.append((obs, action))
+        prev = action
+    frames = {f"observation.images.{c}": np.stack([o["images"][c] for o, _ in kept]) for c in env.cameras}
+    frames["observation.state"] = np.stack([o["state"] for o, _ in kept])
+    frames["action"] = np.stack([a for _, a in kept]).astype(np.float32)
+    return success, frames
+
+
+class _Attempts:
+    """Per-task attempt counters, saved before each attempt so a resumed run never replays a seed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.counts = json.loads(path.read_text()) if path.exists() else {}
+
+    def start(self, task: int) -> int:
+        n = self.counts.get(str(task), 0)
+        self.counts[str(task)] = n + 1
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.counts))
+        os.replace(tmp, self.path)
+        return n
+
+
+def collect(cfg: DictConfig) -> Path:
+    from envs.libero_env import check_cameras
+    from envs.suites import get_suite
+
+    suite = get_suite(cfg.suite.name)
+    tasks = list(range(len(suite.tasks))) if cfg.tasks is None else [suite.task(t).index for t in cfg.tasks]
+    check_cameras(cfg.cameras)
+    if cfg.layouts not in ("random", "fixed"):
+        raise ValueError(f"layouts must be 'random' or 'fixed', got {cfg.layouts!r}")
+    workers = min(int(cfg.get("workers", 1)), len(tasks))
+    out = Path(cfg.out)
+    parts = [out.with_name(f"{out.name}.part{k}") for k in range(workers)]
+    if workers > 1 and (not out.exists() or parts[0].exists()):
+        return _collect_in_parallel(cfg, tasks, parts, out)
+    return _collect_serially(cfg, tasks)
+
+
+def _collect_part(container: dict) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = OmegaConf.create(container)
+    _collect_serially(cfg, list(cfg.tasks))
+
+
+def _collect_in_parallel(cfg: DictConfig, tasks: list[int], parts: list[Path], out: Path) -> Path:
+    """Tasks dealt round-robin to one process per part folder (each resumable on its own; a
+    task's seeds do not depend on the split, so the episodes are those of a serial run), then
+    merged into `out` in part order once every part is complete, and the parts removed."""
+    import multiprocessing as mp
+    import shutil
+
+    ctx = mp.get_context("spawn")
+    procs = []
+    for k, part in enumerate(parts):
+        sub = OmegaConf.to_container(cfg, resolve=True)
+        sub.update(tasks=tasks[k::len(parts)], out=str(part), workers=1, bar_position=k)
+        procs.append(ctx.Process(target=_collect_part, args=(sub,)))
+        procs[-1].start()
+    for p in procs:
+        p.join()
+    failed = [str(part) for p, part in zip(procs, parts) if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"collection failed in {failed}; rerun the same command to resume")
+    merge_datasets(parts, out)
+    for part in parts:
+        shutil.rmtree(part)
+    return out
+
+
+def _collect_serially(cfg: DictConfig, tasks: list[int]) -> Path:
+    from envs.experts import make_expert
+    from envs.libero_env import LiberoEnv
+    from envs.suites import get_suite
+
+    suite, out = get_suite(cfg.suite.name), Path(cfg.out)
+    writer = LeRobotWriter(out, fps=suite.control_freq, features=dataset_features(list(cfg.cameras), cfg.resolution),
+                           recording={"render_quality": cfg.render_quality})
+    attempts = _Attempts(out / "meta" / "vla_collect_attempts.json")
+    have = {t: sum(suite.tasks[t].instruction in e["tasks"] for e in writer.episodes) for t in tasks}
+    want = cfg.episodes_per_task
+    bar = tqdm(total=len(tasks) * want, initial=sum(min(h, want) for h in have.values()), unit="ep",
+               desc=f"collect {suite.name}" + (f" {out.name}" if "bar_position" in cfg else ""),
+               position=cfg.get("bar_position", 0))
+    tried = succeeded = 0
+    t0 = time.time()
+    for t in tasks:
+        if have[t] >= want:
+            continue
+        env = LiberoEnv(suite, t, cameras=list(cfg.cameras), resolution=cfg.resolution, render_quality=cfg.render_quality)
+        expert = make_expert(env)
+        budget = want * cfg.max_attempts_per_episode
+        while have[t] < want:
+            n = attempts.start(t)
+            if n >= budget:
+                tqdm.write(f"task {t}: gave up after {n} attempts with {have[t]}/{want} successful episodes")
+                break
+            seed = cfg.seed * 1_000_003 + t * 10_007 + n
+            init = None if cfg.layouts == "random" else n % suite.init_states_per_task
+            success, frames = record_episode(env, expert, seed=seed, init_state_index=init)
+            tried += 1
+            if success:
+                succeeded += 1
+                writer.add_episode(frames, task=suite.tasks[t].instruction)
+                have[t] += 1
+                bar.update(1)
+            bar.set_postfix(success=f"{succeeded}/{tried}", eps_per_s=f"{succeeded / (time.time() - t0):.3f}")
+        env.close()
+    bar.close()
+    print(f"dataset: {out} ({writer.num_episodes} episodes, {writer.num_frames} frames)")
+    return out
+
+
+def collect_demos(suite: str, out, episodes_per_task: int, cameras: list[str], resolution: int,
+                  tasks: list[int] | None = None, seed: int = 0) -> Path:
+    """collect() with configs/collect.yaml's defaults, from code (training's auto-collection, benchmarks)."""
+    return collect(OmegaConf.create({
+        "suite": {"name": suite}, "episodes_per_task": episodes_per_task, "tasks": tasks, "cameras": list(cameras),
+        "resolution": resolution, "render_quality": "lowpoly", "layouts": "random", "max_attempts_per_episode": 3,
+        "seed": seed, "out": str(out), "workers": 1}))
+
+
+def merge_datasets(sources: list, out) -> Path:
+    """Append the episodes of each source dataset (same features, fps and recording settings)
+    to `out`, in order: e.g. collections of separate task ranges run in parallel. Rows and their
+    per-episode statistics are copied as stored (PNG bytes and all), nothing is decoded.
+    Resumable: rerun with the same sources, the episodes `out` already holds are skipped."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from .format import DATA_PATH, EPISODES_PATH, STAT_NAMES, DatasetError
+    from .reader import load_info
+
+    out = Path(out)
+    writer, skip = None, None
+    for src in map(Path, sources):
+        info = load_info(src)
+        feats = {k: v for k, v in info["features"].items() if k.startswith("observation.") or k == "action"}
+        if any(f["dtype"] == "video" for f in feats.values()):
+            raise DatasetError(f"{src}: merging needs image columns, not videos")
+        if writer is None:
+            writer = LeRobotWriter(out, fps=info["fps"], features=feats, recording=info.get("vla", {}))
+            skip = writer.num_episodes
+        for e in tqdm(pq.read_table(src / EPISODES_PATH).to_pylist(),
+                      desc=f"merge {src.name}", unit="ep"):
+            if skip:
+                skip -= 1
+                continue
+            table = pq.read_table(src / DATA_PATH.format(chunk_index=e["data/chunk_index"], file_index=e["data/file_index"]))
+            table = table.filter(pc.equal(table["episode_index"], e["episode_index"]))
+            stats = {k: {s: e[f"stats/{k}/{s}"] for s in STAT_NAMES} for k in feats if f"stats/{k}/min" in e}
+            writer.add_table(table, e["tasks"][0], stats)
+    print(f"dataset: {out} ({writer.num_episodes} episodes, {writer.num_frames} frames)")
+    return out

@@ -1,0 +1,1 @@
+"""The training loop (loop) and the action stage (action); the spatial stage lives in vla.spatial.stage."""

@@ -1,0 +1,111 @@
+"""The stage=action training: a VLA policy (backbone + head) on a LeRobotDataset's action chunks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from .loop import Stage, TrainError
+
+
+def ensure_dataset(cfg: DictConfig) -> Path:
+    root = Path(cfg.train.dataset)
+    if (root / "meta" / "info.json").is_file():
+        return root
+    if not cfg.train.collect_if_missing:
+        raise TrainError(f"dataset {root} not found; collect it with `python -m vla.collect suite={cfg.suite.name} "
+                         f"episodes_per_task=N out={root}` or point train.dataset at a LeRobotDataset v3.0 folder")
+    from ..dataset.collection import collect_demos
+
+    print(f"dataset {root} not found: collecting {cfg.train.collect_episodes_per_task} scripted episodes per task first")
+    collect_demos(cfg.suite.name, root, cfg.train.collect_episodes_per_task, list(cfg.train.cameras),
+                  cfg.train.resolution, seed=cfg.seed)
+    return root
+
+
+def make_collate(model):
+    def collate(samples: list[dict]) -> dict:
+        cams = model.spec.cameras
+        return model.encode({c: np.stack([s["images"][c] for s in samples]) for c in cams},
+                            np.stack([s["state"] for s in samples]), [s["task"] for s in samples],
+                            actions=np.stack([s["action"] for s in samples]),
+                            action_is_pad=np.stack([s["action_is_pad"] for s in samples]), augment=True)
+    return collate
+
+
+def build_model(cfg: DictConfig, dataset):
+    from action_tokenizer import ActionStats
+    from policies.backbone import build_backbone
+    from policies.checkpoint import apply_lora
+    from policies.transforms import StateNormalizer
+    from policies.vla_model import PolicySpec, VLAModel, extra_tokens
+
+    spec = PolicySpec(head=cfg.head.name, output=cfg.head.output, chunk_size=cfg.head.chunk_size,
+                      cameras=list(cfg.train.cameras), resolution=cfg.train.resolution, use_state=cfg.train.use_state,
+                      action_token_mode=cfg.model.action_token_mode, action_dim=dataset.actions.shape[1],
+                      render_quality=dataset.info.get("vla", {}).get("render_quality"), crop_scale=cfg.train.crop_scale,
+                      camera_resolution=dataset.info["features"][f"observation.images.{cfg.train.cameras[0]}"]["shape"][0])
+    mask = np.ones(spec.action_dim, bool)
+    mask[-1] = False  # the gripper (-1 / +1) is not normalised, as in OpenVLA
+    stats = ActionStats.from_actions(dataset.actions, mask=mask)
+    state = StateNormalizer(dataset.states.mean(0), dataset.states.std(0)) if spec.use_state else None
+    backbone = build_backbone(OmegaConf.to_container(cfg.model, resolve=True), extra_tokens(spec), seed=cfg.seed)
+    model = VLAModel(backbone, spec, stats, state)
+    lora = OmegaConf.to_container(cfg.train.lora, resolve=True) if cfg.train.lora else None
+    apply_lora(model, lora)
+    if cfg.train.freeze_embeddings:  # text-token rows: most never occur, yet AdamW would update all 151k
+        model.lm.get_input_embeddings().weight.requires_grad_(False)
+    if cfg.train.freeze_vision:
+        for p in model.lm.model.visual.parameters():
+            p.requires_grad = False
+    return model, lora
+
+
+def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
+    import torch
+
+    from policies.checkpoint import save_checkpoint
+
+    from ..dataset.reader import LeRobotDataset
+
+    dataset = LeRobotDataset(ensure_dataset(cfg), action_horizon=cfg.head.chunk_size, cameras=list(cfg.train.cameras))
+    shortest = min(e["length"] for e in dataset.episodes)
+    if cfg.head.chunk_size > shortest:
+        raise TrainError(f"head.chunk_size={cfg.head.chunk_size} is longer than the dataset's shortest episode "
+                         f"({shortest} frames in {dataset.root}): choose a chunk of at most {shortest} steps")
+    torch.manual_seed(cfg.seed)
+    model, lora = build_model(cfg, dataset)
+    if cfg.train.init_from:  # warm start: the weights of a trained policy of the same architecture, a new optimiser
+        init = Path(cfg.train.init_from)
+        if not (init / "model.safetensors").is_file():
+            raise TrainError(f"train.init_from={init}: no checkpoint there (model.safetensors missing)")
+        resume_weights(model, init)
+    # frozen text embeddings: checkpoints keep only the rows the training prompts use (a few MB)
+    vocab_rows = model.used_token_ids(dataset.tasks) if cfg.train.freeze_embeddings and not lora else None
+
+    def evaluate(path: Path) -> dict:
+        from ..eval import evaluate as run_eval
+
+        ecfg = OmegaConf.merge(cfg, {"eval": {"policy": "checkpoint", "checkpoint": str(path),
+                                              "trials_per_task": cfg.train.eval_trials_per_task,
+                                              "layouts": cfg.train.eval_layouts,
+                                              "out": str(out / "eval" / path.name)}})
+        return {f"eval/success_rate_{cfg.train.eval_layouts}_layouts": run_eval(ecfg)["success_rate"]}
+
+    return Stage(
+        model, dataset, make_collate(model),
+        save=lambda path, state, tensors: save_checkpoint(path, model, config_yaml, lora=lora, trainer_state=state,
+                                                          optimizer_tensors=tensors, vocab_rows=vocab_rows),
+        load=lambda path: resume_weights(model, path),
+        summary=f"head {cfg.head.name}/{cfg.head.output}, chunk {cfg.head.chunk_size}; dataset {dataset.root}: {len(dataset)} frames",
+        accuracy_name="action_token_accuracy", evaluate=evaluate if cfg.train.eval_trials_per_task else None)
+
+
+def resume_weights(model, path: Path) -> None:
+    from policies.checkpoint import load_weights
+
+    missing, unexpected = load_weights(model, path / "model.safetensors")
+    if missing or unexpected:
+        raise TrainError(f"{path} does not match this run's model: missing {missing[:5]}, unexpected {unexpected[:5]}")
