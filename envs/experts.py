@@ -379,18 +379,27 @@ def make_expert(env: LiberoEnv) -> TaskExpert:
 
 
 def run_expert_episode(env: LiberoEnv, init_state_index: int | None = None, seed: int | None = None,
-                       record: bool = False, expert: TaskExpert | None = None):
+                       record: bool = False, expert: TaskExpert | None = None, noise: float = 0.0):
     """Run one episode; returns (success, steps, frames) with frames a list of (obs, action)
-    when `record` (the observation each action was chosen from)."""
+    when `record` (the observation each action was chosen from).
+
+    noise > 0 is DART (Laskey et al., 2017): the arm executes the expert's action plus Gaussian
+    noise of this standard deviation on the translation (dx, dy, dz; rotation and gripper are
+    left alone), while `frames` keep the expert's clean action. The demonstrations then visit the
+    states a slightly wrong policy reaches, labelled with how the expert recovers from them."""
     obs, _ = env.reset(seed=seed, init_state_index=init_state_index)
     expert = expert or make_expert(env)
     expert.reset()
+    rng = np.random.default_rng([0 if seed is None else seed, 0 if init_state_index is None else init_state_index + 1])
     frames = []
     for step in range(env.max_steps):
         action = expert.act(obs)
         if record:
             frames.append((obs, action))
-        obs, _, terminated, truncated, info = env.step(action)
+        executed = action.copy()
+        if noise > 0:
+            executed[:3] = np.clip(action[:3] + rng.normal(0.0, noise, 3), -1.0, 1.0)
+        obs, _, terminated, truncated, info = env.step(executed)
         if terminated or truncated:
             return bool(info["success"]), step + 1, frames
     return False, env.max_steps, frames

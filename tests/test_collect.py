@@ -67,6 +67,24 @@ def test_replayed_demonstration_reproduces_its_images_and_success():
     assert done and info["success"] and info["steps"] == steps
 
 
+def test_dart_noise_perturbs_the_arm_but_records_the_experts_clean_actions():
+    """noise=0.2 (DART): the executed motion wanders off the noise-free path, the expert corrects
+    it and still succeeds, and the recorded labels are the expert's smooth proportional commands,
+    not the noisy ones the arm executed."""
+    from envs.experts import run_expert_episode
+
+    env = LiberoEnv("libero_spatial", 0, camera_obs=False)
+    clean_ok, _, clean = run_expert_episode(env, seed=5, record=True)
+    noisy_ok, _, noisy = run_expert_episode(env, seed=5, record=True, noise=0.2)
+    env.close()
+    assert clean_ok and noisy_ok
+    eef = lambda frames: np.array([o["state"][:3] for o, _ in frames[:60]])  # noqa: E731
+    assert np.abs(eef(noisy) - eef(clean)).max() > 0.005  # the arm went somewhere else
+    labels = np.array([a for _, a in noisy])[:, :3]
+    # executed = label + N(0, 0.2): consecutive executed steps would differ by ~0.23 on average
+    assert np.abs(np.diff(labels, axis=0)).mean() < 0.1
+
+
 def test_parallel_collection_merges_its_parts(tmp_path):
     """workers=2: one process per task group, merged into one dataset in part order, parts removed;
     a task's episodes do not depend on the split (same seeds as a serial run)."""

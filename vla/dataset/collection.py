@@ -35,11 +35,12 @@ def is_noop(action: np.ndarray, prev_action: np.ndarray | None) -> bool:
     return prev_action is not None and np.linalg.norm(action[:6]) < 1e-4 and action[6] == prev_action[6]
 
 
-def record_episode(env, expert, seed: int, init_state_index: int | None):
-    """Run the expert once; returns (success, frames dict) with no-op steps removed."""
+def record_episode(env, expert, seed: int, init_state_index: int | None, noise: float = 0.0):
+    """Run the expert once; returns (success, frames dict) with no-op steps removed. noise: DART
+    (run_expert_episode): executed actions are perturbed, the recorded ones are the expert's."""
     from envs.experts import run_expert_episode
 
-    success, _, steps = run_expert_episode(env, init_state_index, seed, record=True, expert=expert)
+    success, _, steps = run_expert_episode(env, init_state_index, seed, record=True, expert=expert, noise=noise)
     kept, prev = [], None
     for obs, action in steps:
         if not is_noop(action, prev):
@@ -77,6 +78,8 @@ def collect(cfg: DictConfig) -> Path:
     check_cameras(cfg.cameras)
     if cfg.layouts not in ("random", "fixed"):
         raise ValueError(f"layouts must be 'random' or 'fixed', got {cfg.layouts!r}")
+    if not 0.0 <= float(cfg.get("noise", 0.0)) <= 1.0:
+        raise ValueError(f"noise must be a standard deviation in 0..1 (action units), got {cfg.noise!r}")
     workers = min(int(cfg.get("workers", 1)), len(tasks))
     out = Path(cfg.out)
     parts = [out.with_name(f"{out.name}.part{k}") for k in range(workers)]
@@ -124,8 +127,10 @@ def _collect_serially(cfg: DictConfig, tasks: list[int]) -> Path:
     from envs.suites import get_suite
 
     suite, out = get_suite(cfg.suite.name), Path(cfg.out)
+    noise = float(cfg.get("noise", 0.0))
+    recording = {"render_quality": cfg.render_quality, **({"dart_noise": noise} if noise else {})}
     writer = LeRobotWriter(out, fps=suite.control_freq, features=dataset_features(list(cfg.cameras), cfg.resolution),
-                           recording={"render_quality": cfg.render_quality})
+                           recording=recording)
     attempts = _Attempts(out / "meta" / "vla_collect_attempts.json")
     have = {t: sum(suite.tasks[t].instruction in e["tasks"] for e in writer.episodes) for t in tasks}
     want = cfg.episodes_per_task
@@ -147,7 +152,7 @@ def _collect_serially(cfg: DictConfig, tasks: list[int]) -> Path:
                 break
             seed = cfg.seed * 1_000_003 + t * 10_007 + n
             init = None if cfg.layouts == "random" else n % suite.init_states_per_task
-            success, frames = record_episode(env, expert, seed=seed, init_state_index=init)
+            success, frames = record_episode(env, expert, seed=seed, init_state_index=init, noise=noise)
             tried += 1
             if success:
                 succeeded += 1
