@@ -1,320 +1,19 @@
-"""Scripted experts: turn a task's BDDL goal into OSC_POSE delta actions from ground truth.
-
-The expert plans a sequence of phases (move above the grasp point, descend, close, lift, carry,
-lower, release, retreat), re-reading object poses every step, and drives the end effector with a
-proportional controller on position and orientation. Actions follow the design: 7 numbers in
-[-1, 1], gripper -1 open / +1 close.
+"""Scripted experts: turn a task's BDDL goal into OSC_POSE delta actions from ground truth, one
+skill (envs.skills) per goal predicate, from an episode's start or from any state another policy
+left (takeover, for DAgger).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 from robosuite.utils import transform_utils as T
 
-from . import ground_truth as gt
 from .libero_env import LiberoEnv
-
-ROT_SCALE = 0.5  # radians per unit of rotation action
-OPEN, CLOSE = -1.0, 1.0
+from .skills import Drawer, PickPlace, Skill, TurnKnob, pointing_down
 
 
 class UnsupportedTask(NotImplementedError):
     """The expert has no strategy for this goal predicate."""
-
-
-@dataclass
-class Phase:
-    name: str
-    target: Callable[[], np.ndarray]  # end-effector target position (re-evaluated every step)
-    gripper: float
-    tol: float = 0.01  # done when within tol (metres) ...
-    min_steps: int = 0  # ... and at least this many steps in the phase
-    max_steps: int = 80
-    rotation: Callable[[], np.ndarray] | None = None  # orientation target; None: the skill's default
-    reached: Callable[[], bool] | None = None  # a goal of its own (a joint angle), instead of tol
-
-
-def _rot_z(yaw: float) -> np.ndarray:
-    c, s = np.cos(yaw), np.sin(yaw)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
-
-
-class Skill:
-    """A sequence of phases, each a moving end-effector target (and gripper command), followed
-    with a proportional controller on position and orientation. Subclasses write `plan()`."""
-
-    def __init__(self, env: LiberoEnv, gain: float = 20.0):
-        self.env, self.gain = env, gain
-        self.phases: list[Phase] = []
-
-    def _eef(self) -> np.ndarray:
-        return np.array(self.env.raw_obs["robot0_eef_pos"])
-
-    def plan(self) -> list[Phase]:
-        raise NotImplementedError
-
-    def reset(self, R_down: np.ndarray | None = None) -> None:
-        """Plan from the current scene; call after env.reset() (or when the skill's turn comes).
-        R_down: the hand pointing down (default: the current pose, as after env.reset())."""
-        self.R_down = T.quat2mat(self.env.raw_obs["robot0_eef_quat"]) if R_down is None else R_down
-        self.R_goal = self.R_down
-        self.phases = self.plan()
-        self.phase_index, self.phase_steps, self._trail = 0, 0, []
-
-    @property
-    def phase(self) -> str:
-        return self.phases[self.phase_index].name if self.phase_index < len(self.phases) else "done"
-
-    def act(self, obs=None) -> np.ndarray:
-        if self.phase_index >= len(self.phases):
-            return np.array([0, 0, 0, 0, 0, 0, OPEN], np.float32)
-        ph = self.phases[self.phase_index]
-        err = ph.target() - self._eef()
-        R_goal = ph.rotation() if ph.rotation else self.R_goal
-        self.phase_steps += 1
-        self._trail.append(self._eef())
-        stalled = (len(self._trail) > 10 and np.linalg.norm(self._trail[-1] - self._trail[-11]) < 0.002
-                   and np.linalg.norm(err) < 0.04)  # blocked just short of the target (reach, contact)
-        done = ph.reached() if ph.reached else (np.linalg.norm(err) < ph.tol or stalled)
-        if (done and self.phase_steps >= ph.min_steps) or self.phase_steps >= ph.max_steps:
-            self._trail = []
-            self.on_phase_end(ph)
-            self.phase_index += 1
-            self.phase_steps = 0
-        pos = np.clip(self.gain * err, -1.0, 1.0)
-        R = T.quat2mat(self.env.raw_obs["robot0_eef_quat"])
-        rot = np.clip(T.quat2axisangle(T.mat2quat(R_goal @ R.T)) / ROT_SCALE, -1.0, 1.0)
-        return np.concatenate([pos, rot, [ph.gripper]]).astype(np.float32)
-
-    def on_phase_end(self, phase: Phase) -> None:
-        pass
-
-
-class PickPlace(Skill):
-    """Pick `obj` and put it on / in `target` (an object or a BDDL region site)."""
-
-    def __init__(self, env: LiberoEnv, obj: str, target: str, gain: float = 20.0):
-        super().__init__(env, gain)
-        self.obj, self.target = obj, target
-
-    def _target_info(self) -> tuple[np.ndarray, float]:
-        """(xy, top z) of the place target: an object (its body origin), or a BDDL region site."""
-        if self.target in self.env.robosuite_env.obj_body_id:
-            t = gt.object_info(self.env, self.target)
-            return t.position[:2], float(t.aabb_max[2])  # LIBERO's `on` compares body origins (3 cm)
-        pos = gt.site_position(self.env, self.target)
-        return pos[:2], float(pos[2])
-
-    def _grasp_candidates(self) -> list[tuple[np.ndarray, float]]:
-        """(grip-site position, gripper yaw) options. Yaw 0 closes the fingers along world y.
-
-        A wide object (bowl, plate) is taken by its wall: one option per side. A narrow one is
-        taken from above across its narrower horizontal axis."""
-        o = gt.object_info(self.env, self.obj)
-        c, size = o.center, o.size
-        z = o.aabb_max[2] - min(0.025, 0.5 * size[2])
-        if min(size[0], size[1]) > 0.07:
-            rim = 0.5 * min(size[0], size[1]) - 0.012
-            # the side facing the robot first: it keeps the arm least stretched when placing
-            return [(np.array([c[0] - rim, c[1], z]), np.pi / 2), (np.array([c[0], c[1] - rim, z]), 0.0),
-                    (np.array([c[0], c[1] + rim, z]), 0.0), (np.array([c[0] + rim, c[1], z]), np.pi / 2)]
-        narrow = gt.narrow_axis(self.env, self.obj)
-        # turn the closing direction (world y, angle pi/2) onto the narrow axis; the gripper is
-        # symmetric, so the smallest such turn lies in [-pi/2, pi/2)
-        yaw = np.arctan2(narrow[1], narrow[0]) % np.pi - np.pi / 2
-        return [(np.array([c[0], c[1], z]), float(yaw))]
-
-    def _clearance(self, grasp: np.ndarray, yaw: float, boxes: gt.Boxes) -> float:
-        """Room around the open fingertips along the path they sweep down to the grasp."""
-        across = np.array([-np.sin(yaw), np.cos(yaw), 0.0])  # finger closing direction
-        tips = [grasp + s * 0.045 * across + [0, 0, dz] for s in (-1, 1) for dz in (0.0, 0.03, 0.06)]
-        # the hand above the fingers is ~20 cm long along the closing direction
-        hand = [grasp + s * across + [0, 0, dz] for s in (-0.1, -0.05, 0.05, 0.1) for dz in (0.08, 0.12)]
-        points = np.array(tips + hand)
-        d = boxes.distance(points)
-        return float(d.min()) if d.size else np.inf
-
-    def _choose_grasp(self, boxes: gt.Boxes) -> None:
-        options = self._grasp_candidates()
-        o = gt.object_info(self.env, self.obj)
-        # what the object stands on is below every option alike: it must not decide
-        boxes = boxes[boxes.extent_along([0, 0, 1]) > o.aabb_min[2] + 0.005]
-        # room counts up to 5 cm; among options with that much, the first listed wins
-        scores = [min(self._clearance(g, yaw, boxes), 0.05) - 0.001 * i for i, (g, yaw) in enumerate(options)]
-        i = int(np.argmax(scores))
-        self.grasp_offset, self.yaw = options[i][0] - o.center, options[i][1]
-
-    def _grasp_point(self) -> np.ndarray:
-        return gt.object_info(self.env, self.obj).center + self.grasp_offset
-
-    def plan(self) -> list[Phase]:
-        env = self.env
-        boxes = gt.obstacle_boxes(env, exclude=(self.obj,))
-        self._choose_grasp(boxes)
-        self.R_goal = _rot_z(self.yaw) @ self.R_down
-        grasp = self._grasp_point()
-        below_grip = grasp[2] - gt.object_info(env, self.obj).aabb_min[2]  # object bottom below the grip site
-        place_xy, target_top = self._target_info()
-        carry_z = self._safe_height(boxes, grasp[:2], place_xy, max(grasp[2], target_top + below_grip) + 0.09, below_grip)
-        travel_z = self._safe_height(boxes, self._eef()[:2], grasp[:2], max(self._eef()[2], grasp[2] + 0.08), 0.0)
-
-        def over_grasp():
-            g = self._grasp_point()
-            return np.array([g[0], g[1], travel_z])
-
-        def above_grasp():
-            g = self._grasp_point()
-            return np.array([g[0], g[1], g[2] + 0.08])
-
-        def at_grasp():
-            return self._grasp_point()
-
-        def lifted():
-            return np.array([self.grasp_xy[0], self.grasp_xy[1], carry_z])
-
-        def over_target_xy():
-            # closed loop on where the held object's origin is: a bowl held by its wall swings
-            xy, _ = self._target_info()
-            return self._eef()[:2] + xy - gt.object_info(env, self.obj).position[:2]
-
-        def above_place():
-            return np.array([*over_target_xy(), carry_z])
-
-        def at_place(clearance=0.01):
-            # down until the held object's lowest point (however it hangs) is just above the target
-            _, top = self._target_info()
-            gap = gt.object_info(env, self.obj).aabb_min[2] - (top + clearance)
-            return np.array([*over_target_xy(), self._eef()[2] - gap])
-
-        def retreat():
-            p = self._eef()
-            return np.array([p[0], p[1], carry_z])
-
-        def here():
-            return self._eef()
-
-        self.grasp_xy = grasp[:2]
-        return [
-            Phase("approach", over_grasp, OPEN, tol=0.02, max_steps=100),
-            Phase("above", above_grasp, OPEN, tol=0.01, max_steps=40),
-            Phase("descend", at_grasp, OPEN, tol=0.01, max_steps=60),
-            Phase("close", at_grasp, CLOSE, tol=1.0, min_steps=10, max_steps=10),
-            Phase("lift", lifted, CLOSE, tol=0.02, max_steps=60),
-            Phase("carry", above_place, CLOSE, tol=0.01, max_steps=100),
-            # settle the swing a few cm up, so the last part of the descent is straight down
-            Phase("align", lambda: at_place(0.04), CLOSE, tol=0.006, min_steps=5, max_steps=40),
-            Phase("lower", at_place, CLOSE, tol=0.015, max_steps=60),
-            Phase("release", here, OPEN, tol=1.0, min_steps=8, max_steps=8),
-            Phase("retreat", retreat, OPEN, tol=0.02, max_steps=40),
-        ]
-
-    @staticmethod
-    def _safe_height(boxes: gt.Boxes, start_xy, end_xy, z: float, below: float) -> float:
-        """The lowest grip-site height >= z at which the straight path from start to end keeps
-        what hangs `below` it and the hand above it 2 cm clear of every obstacle."""
-        t = np.linspace(0, 1, 12)[:, None]
-        xy = (1 - t) * np.asarray(start_xy) + t * np.asarray(end_xy)
-        for height in np.arange(z, 1.4, 0.02):
-            pts = np.concatenate([np.c_[xy, np.full(len(xy), height + dz)] for dz in (-below, 0.0, 0.1)])
-            if len(boxes.centers) == 0 or boxes.distance(pts).min() > 0.02:
-                return float(height)
-        return float(z)
-
-    def on_phase_end(self, phase: Phase) -> None:
-        if phase.name == "descend":
-            self.grasp_xy = self._eef()[:2]  # lift straight up from where the grasp happened
-
-
-class TurnKnob(Skill):
-    """Turn a fixture's knob (a hinge about a vertical axis, e.g. a stove) on or off: grasp it on
-    its axis across its narrow side and turn the hand about the axis."""
-
-    def __init__(self, env: LiberoEnv, obj: str, on: bool, gain: float = 20.0):
-        super().__init__(env, gain)
-        fixture = env.robosuite_env.get_object(obj)
-        self.joint = fixture.joints[0]
-        art = fixture.object_properties["articulation"]
-        # aim inside the goal range, clear of its edge; "on" ranges are wide, "off" ones a sliver
-        lo, hi = (min(art["default_turnon_ranges"]), max(art["default_turnon_ranges"])) if on else \
-            (min(art["default_turnoff_ranges"]), max(art["default_turnoff_ranges"]))
-        self.goal = lo + 0.3 * (hi - lo) if on else 0.5 * (lo + hi)
-        self.on = on
-
-    def _q(self) -> float:
-        return gt.joint_info(self.env, self.joint).qpos
-
-    def plan(self) -> list[Phase]:
-        j = gt.joint_info(self.env, self.joint)
-        top = float(j.boxes.extent_along([0, 0, 1]).max())
-        grasp = np.array([j.anchor[0], j.anchor[1], top - 0.015])
-        narrow = gt.narrowest_direction(j.boxes.centers[:, :2])  # across the knob's parts
-        self.yaw = np.arctan2(narrow[1], narrow[0]) % np.pi - np.pi / 2
-        self.R_goal = _rot_z(self.yaw) @ self.R_down
-        turn = (self.goal - j.qpos) * np.sign(j.axis[2])
-        R_turned = _rot_z(self.yaw + turn) @ self.R_down
-        above = grasp + [0, 0, 0.06]
-        reached = (lambda: self._q() >= self.goal) if self.on else (lambda: self._q() <= self.goal)
-        return [
-            Phase("approach", lambda: above, OPEN, tol=0.01, max_steps=100),
-            Phase("descend", lambda: grasp, OPEN, tol=0.008, max_steps=50),
-            Phase("close", lambda: grasp, CLOSE, tol=1.0, min_steps=10, max_steps=10),
-            Phase("turn", lambda: grasp, CLOSE, rotation=lambda: R_turned, reached=reached, max_steps=60),
-            Phase("release", lambda: grasp, OPEN, tol=1.0, min_steps=8, max_steps=8),
-            Phase("retreat", lambda: above, OPEN, tol=0.02, max_steps=30),
-        ]
-
-
-class Drawer(Skill):
-    """Open or close a drawer (a slide joint under a BDDL region). Open: take its handle from
-    the front with the hand turned horizontal, fingers closing vertically, and pull it out.
-    Close: the same hand, fingers shut, pushes the handle in. Done by the fixture's own check."""
-
-    def __init__(self, env: LiberoEnv, region: str, open: bool, gain: float = 20.0):
-        super().__init__(env, gain)
-        rs = env.robosuite_env
-        site = rs.object_sites_dict[region]
-        self.joint = site.joints[0]
-        self.fixture = rs.get_object(site.parent_name)
-        art = self.fixture.object_properties["articulation"]
-        self.opens_negative = max(art["default_open_ranges"]) < min(art["default_close_ranges"])
-        self.open = open
-
-    def _done(self) -> bool:
-        q = gt.joint_info(self.env, self.joint).qpos
-        step = 0.01 if self.opens_negative else -0.01  # 1 cm against the opening direction
-        # a little past the fixture's own threshold, so the goal check holds when the hand lets go
-        return self.fixture.is_open(q + step) if self.open else self.fixture.is_close(q - step)
-
-    def plan(self) -> list[Phase]:
-        j = gt.joint_info(self.env, self.joint)
-        out = -j.axis if self.opens_negative else j.axis  # the way the drawer slides open
-        front = j.boxes.extent_along(out)
-        handle = j.boxes.centers[front > front.max() - 0.01].mean(0)  # the parts that stick out most
-        # hand: approach axis into the drawer, fingers closing vertically
-        a_l, c_l = self.R_down.T @ [0, 0, -1.0], self.R_down.T @ [0, 1.0, 0]
-        a_w, c_w = -out, np.array([0, 0, 1.0])
-        local = np.stack([a_l, c_l, np.cross(a_l, c_l)], 1)
-        world = np.stack([a_w, c_w, np.cross(a_w, c_w)], 1)
-        self.R_goal = world @ local.T
-        if self._done():
-            return []  # already as wanted (LIBERO starts some drawers open)
-        if not self.open:
-            return [
-                Phase("approach", lambda: handle + 0.10 * out, CLOSE, tol=0.015, max_steps=100),
-                Phase("push", lambda: handle - 0.25 * out, CLOSE, reached=self._done, max_steps=100),
-                Phase("retreat", lambda: self._eef() + 0.1 * out, OPEN, tol=0.02, min_steps=5, max_steps=20),
-            ]
-        return [
-            Phase("approach", lambda: handle + 0.12 * out, OPEN, tol=0.015, max_steps=100),
-            Phase("reach", lambda: handle + 0.005 * out, OPEN, tol=0.008, max_steps=50),
-            Phase("close", lambda: handle, CLOSE, tol=1.0, min_steps=10, max_steps=10),
-            Phase("pull", lambda: handle + 0.16 * out, CLOSE, reached=self._done, max_steps=80),
-            Phase("release", lambda: self._eef(), OPEN, tol=1.0, min_steps=8, max_steps=8),
-            Phase("retreat", lambda: handle + 0.24 * out, OPEN, tol=0.02, max_steps=20),
-        ]
 
 
 class TaskExpert:
@@ -355,13 +54,17 @@ class TaskExpert:
             return [Drawer(env, goal[1], open=kind == "open")]
         site = env.robosuite_env.object_sites_dict.get(goal[2])
         if kind == "in" and site is not None and getattr(site, "joints", None):
-            return [Drawer(env, goal[2], open=True), PickPlace(env, goal[1], goal[2])]  # into a drawer: open it first
-        return [PickPlace(env, goal[1], goal[2])]
+            return [Drawer(env, goal[2], open=True), PickPlace(env, goal[1], goal[2], predicate=kind)]  # open it first
+        return [PickPlace(env, goal[1], goal[2], predicate=kind)]
 
-    def reset(self) -> None:
-        self.current = 0
-        self.R_down = T.quat2mat(self.env.raw_obs["robot0_eef_quat"])  # episodes start pointing down
-        self.steps[0].reset(self.R_down)
+    def reset(self, takeover: bool = False) -> None:
+        """Plan from the current state: an episode's start, or (takeover=True) wherever another
+        policy left the scene: skills whose goal holds are skipped, a held object is carried on,
+        closed fingers open and a low arm rises before travelling (DAgger's relabelling)."""
+        self.current, self.takeover = 0, takeover
+        R = T.quat2mat(self.env.raw_obs["robot0_eef_quat"])
+        self.R_down = pointing_down(self.env) if takeover else R  # episodes start pointing down
+        self.steps[0].reset(self.R_down, takeover)
 
     @property
     def phase(self) -> str:
@@ -370,7 +73,7 @@ class TaskExpert:
     def act(self, obs=None) -> np.ndarray:
         if self.steps[self.current].phase == "done" and self.current + 1 < len(self.steps):
             self.current += 1
-            self.steps[self.current].reset(self.R_down)
+            self.steps[self.current].reset(self.R_down, self.takeover)
         return self.steps[self.current].act(obs)
 
 
@@ -403,3 +106,41 @@ def run_expert_episode(env: LiberoEnv, init_state_index: int | None = None, seed
         if terminated or truncated:
             return bool(info["success"]), step + 1, frames
     return False, env.max_steps, frames
+
+
+def run_handover_episode(env: LiberoEnv, init_state_index: int | None = None, seed: int | None = None,
+                         disturb: str = "random", fraction: float = 0.3):
+    """DAgger's premise, measured: something else drives first, then a fresh expert takes over from
+    wherever the scene is (object dropped or in hand, fingers closed, arm anywhere).
+
+    disturb="random": k random actions (translation U[-1, 1], small rotations, the gripper flipping
+    now and then); "interrupt": the expert's own first k steps, then 10 random actions. k is uniform
+    in 1..fraction x the suite's step limit (0.3: up to ~60% of a typical expert episode). The
+    expert then gets the suite's whole step limit. Returns (success, k, steps after the handover)."""
+    if disturb not in ("random", "interrupt"):
+        raise ValueError(f"disturb must be 'random' or 'interrupt', got {disturb!r}")
+    obs, _ = env.reset(seed=seed, init_state_index=init_state_index)
+    rng = np.random.default_rng([0 if seed is None else seed, 0 if init_state_index is None else init_state_index + 1,
+                                 env.task.index, 1])
+    k = int(rng.integers(1, int(fraction * env.max_steps) + 1))
+    limit, env.max_steps = env.max_steps, k + 10 + env.max_steps
+    expert, gripper = make_expert(env), -1.0
+    try:
+        expert.reset()
+        for step in range(k + (10 if disturb == "interrupt" else 0)):
+            if disturb == "interrupt" and step < k:
+                action = expert.act(obs)
+            else:
+                gripper = -gripper if rng.random() < 0.1 else gripper
+                action = np.concatenate([rng.uniform(-1, 1, 3), rng.uniform(-0.2, 0.2, 3), [gripper]])
+            obs, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                return bool(info["success"]), step + 1, 0
+        expert.reset(takeover=True)
+        for after in range(limit):
+            obs, _, terminated, truncated, info = env.step(expert.act(obs))
+            if terminated or truncated:
+                return bool(info["success"]), k, after + 1
+        return False, k, limit
+    finally:
+        env.max_steps = limit

@@ -131,3 +131,57 @@ def test_expert_refuses_goals_it_has_no_strategy_for():
     with pytest.raises(UnsupportedTask, match="close"):
         make_expert(e)
     e.close()
+
+
+def _run_until(env, expert, obs, phase: str):
+    while not expert.phase.endswith(phase):
+        obs, _, done, truncated, _ = env.step(expert.act(obs))
+        assert not (done or truncated)
+    return obs
+
+
+def _finish(env, expert, obs):
+    while True:
+        obs, _, done, truncated, info = env.step(expert.act(obs))
+        if done or truncated:
+            return info["success"]
+
+
+@pytest.mark.parametrize("suite", ["libero_spatial", "libero_object"])
+def test_expert_takes_over_with_the_object_in_hand_or_dropped(suite):
+    """DAgger needs labels for states the expert's own plan never passes: a fresh expert taking
+    over with the object in hand carries it on (no new grasp); one taking over after the object
+    was dropped mid-carry, fingers left closed, opens, rises and picks it up again."""
+    env = LiberoEnv(suite, 1, camera_obs=False, max_steps=600)
+    obs, _ = env.reset(init_state_index=3)
+    first = make_expert(env)
+    first.reset()
+    obs = _run_until(env, first, obs, "carry")
+    fresh = make_expert(env)
+    fresh.reset(takeover=True)
+    assert [p.name for p in fresh.steps[0].phases][:2] == ["lift", "carry"]
+    assert _finish(env, fresh, obs)
+
+    obs, _ = env.reset(init_state_index=3)
+    first.reset()
+    obs = _run_until(env, first, obs, "carry")
+    for _ in range(15):  # let go mid-carry, then close the empty fingers
+        obs, *_ = env.step([0, 0, 0, 0, 0, 0, -1.0])
+    for _ in range(10):
+        obs, *_ = env.step([0, 0, 0, 0, 0, 0, 1.0])
+    fresh.reset(takeover=True)
+    assert not fresh.steps[0]._holding() and fresh.steps[0].phases[0].name == "open"
+    assert _finish(env, fresh, obs)
+    env.close()
+
+
+def test_handover_after_random_actions_succeeds():
+    from envs.experts import run_handover_episode
+
+    env = LiberoEnv("libero_spatial", 0, camera_obs=False)
+    results = [run_handover_episode(env, init_state_index=i, disturb=kind) for i, kind in ((0, "random"), (1, "interrupt"))]
+    env.close()
+    assert all(ok for ok, _, _ in results), results
+    assert all(k >= 1 for _, k, _ in results) and env.max_steps == get_suite("libero_spatial").max_steps
+    with pytest.raises(ValueError, match="disturb"):
+        run_handover_episode(env, disturb="teleport")

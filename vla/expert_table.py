@@ -16,16 +16,20 @@ from tqdm import tqdm
 
 
 def _run_task(args):
-    suite, task_index, init_indices = args
-    from envs.experts import UnsupportedTask, run_expert_episode
+    suite, task_index, init_indices, handover = args
+    from envs.experts import UnsupportedTask, run_expert_episode, run_handover_episode
     from envs.libero_env import LiberoEnv
 
     env = LiberoEnv(suite, task_index, camera_obs=False)
     out = []
     for k in init_indices:
         try:
-            success, steps, _ = run_expert_episode(env, init_state_index=k)
-            out.append({"task": task_index, "init": k, "success": success, "steps": steps})
+            if handover:
+                success, before, steps = run_handover_episode(env, init_state_index=k, disturb=handover)
+                out.append({"task": task_index, "init": k, "success": success, "steps": steps, "handover_at": before})
+            else:
+                success, steps, _ = run_expert_episode(env, init_state_index=k)
+                out.append({"task": task_index, "init": k, "success": success, "steps": steps})
         except UnsupportedTask as e:
             out.append({"task": task_index, "init": k, "success": False, "steps": 0, "unsupported": str(e)})
     env.close()
@@ -44,18 +48,22 @@ def expert_table(cfg: DictConfig) -> str:
     bad = [t for t in tasks if not 0 <= t < len(s.tasks)]
     if bad:
         raise ValueError(f"tasks {bad} out of range: {suite} has tasks 0..{len(s.tasks) - 1}")
+    handover = cfg.get("handover")
+    if handover not in (None, "random", "interrupt"):
+        raise ValueError(f"handover must be null, random or interrupt, got {handover!r}")
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log = out_dir / f"{suite}.jsonl"
+    name = suite + (f"-handover-{handover}" if handover else "")
+    log = out_dir / f"{name}.jsonl"
 
     done = {(r["task"], r["init"]): r for r in map(json.loads, log.read_text().splitlines())} if log.exists() else {}
     # work units of 5 episodes so results land (and the bar moves) often
     units = []
     for t in tasks:
         todo = [k for k in range(trials) if (t, k) not in done]
-        units += [(suite, t, todo[i:i + 5]) for i in range(0, len(todo), 5)]
+        units += [(suite, t, todo[i:i + 5], handover) for i in range(0, len(todo), 5)]
     have = sum((t, k) in done for t in tasks for k in range(trials))
-    bar = tqdm(total=len(tasks) * trials, initial=have, desc=f"expert {suite}", unit="ep")
+    bar = tqdm(total=len(tasks) * trials, initial=have, desc=f"expert {name}", unit="ep")
     with mp.get_context("spawn").Pool(workers) as pool, log.open("a") as f:
         for rows in pool.imap_unordered(_run_task, units):
             for r in rows:
@@ -66,7 +74,8 @@ def expert_table(cfg: DictConfig) -> str:
             bar.set_postfix(success=f"{sum(r['success'] for r in done.values()) / len(done):.3f}")
     bar.close()
 
-    lines = [f"| task | instruction | expert success (of {trials}) |", "|---|---|---|"]
+    what = f"expert success after a {handover} handover" if handover else "expert success"
+    lines = [f"| task | instruction | {what} (of {trials}) |", "|---|---|---|"]
     total = 0
     for t in tasks:
         task = s.tasks[t]
@@ -76,7 +85,7 @@ def expert_table(cfg: DictConfig) -> str:
         lines.append(f"| {t} | {task.instruction} | {ok}/{len(rows)} ({100 * ok / max(1, len(rows)):.0f}%) |")
     lines.append(f"| all | | {total}/{len(tasks) * trials} ({100 * total / (len(tasks) * trials):.1f}%) |")
     table = "\n".join(lines) + "\n"
-    (out_dir / f"{suite}.md").write_text(table)
+    (out_dir / f"{name}.md").write_text(table)
     return table
 
 
