@@ -9,7 +9,7 @@ import numpy as np
 from robosuite.utils import transform_utils as T
 
 from .libero_env import LiberoEnv
-from .skills import Drawer, PickPlace, Skill, TurnKnob, pointing_down
+from .skills import Drawer, PickPlace, Skill, TurnKnob
 
 
 class UnsupportedTask(NotImplementedError):
@@ -62,8 +62,10 @@ class TaskExpert:
         policy left the scene: skills whose goal holds are skipped, a held object is carried on,
         closed fingers open and a low arm rises before travelling (DAgger's relabelling)."""
         self.current, self.takeover = 0, takeover
-        R = T.quat2mat(self.env.raw_obs["robot0_eef_quat"])
-        self.R_down = pointing_down(self.env) if takeover else R  # episodes start pointing down
+        # the hand as this episode started it (pointing down, slightly tilted): the grasps are
+        # planned for that pose, whatever the hand's pose is at a takeover
+        quat = self.env.start_eef_quat if takeover else self.env.raw_obs["robot0_eef_quat"]
+        self.R_down = T.quat2mat(quat)
         self.steps[0].reset(self.R_down, takeover)
 
     @property

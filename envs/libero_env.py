@@ -169,6 +169,7 @@ class LiberoEnv(gym.Env):
             raw, _, _, _ = self._env.step(NOOP_ACTION)
         self._render = True
         self._raw, self._steps, self._needs_reset = raw, 0, False
+        self.start_eef_quat = np.array(raw["robot0_eef_quat"])  # the hand as the episode starts (experts plan from it)
         return self._observation(raw), {"success": bool(self._env.check_success()), "init_state_index": init_state_index}
 
     def step(self, action, render: bool = True):

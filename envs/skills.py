@@ -33,14 +33,6 @@ class Phase:
     reached: Callable[[], bool] | None = None  # a goal of its own (a joint angle), instead of tol
 
 
-def pointing_down(env: LiberoEnv) -> np.ndarray:
-    """The hand as an episode starts it: pointing straight down, fingers closing along the robot
-    base's y axis. A takeover plans from this, whatever the hand's pose is then."""
-    rs = env.robosuite_env
-    base = env.sim.data.get_body_xmat(rs.robots[0].robot_model.root_body)
-    return base @ np.diag([1.0, -1.0, -1.0])
-
-
 def _rot_z(yaw: float) -> np.ndarray:
     c, s = np.cos(yaw), np.sin(yaw)
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
@@ -258,9 +250,12 @@ class PickPlace(Skill):
     def on_phase_end(self, phase: Phase) -> None:
         if phase.name == "descend":
             self.grasp_xy = self._eef()[:2]  # lift straight up from where the grasp happened
-        if phase.name == "close" and self.takeover and self.replans < 2 and not self._holding():
-            # a grasp from a scene someone else left can miss (a tilted or wedged object): open,
-            # rise and plan the grasp again rather than carry nothing
+        if phase.name == "close":
+            self.bottom_at_grasp = gt.object_info(self.env, self.obj).aabb_min[2]
+        if phase.name == "lift" and self.takeover and self.replans < 2 and \
+                gt.object_info(self.env, self.obj).aabb_min[2] < getattr(self, "bottom_at_grasp", -np.inf) + 0.015:
+            # the object did not come up: a grasp from a scene someone else left can miss (a
+            # tilted or wedged object); open, rise and plan the grasp again rather than carry nothing
             self.replans += 1
             self.missed.add(self.grasp_index)
             self.phases, self.phase_index = self.plan(), -1
