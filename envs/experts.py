@@ -83,6 +83,11 @@ def make_expert(env: LiberoEnv) -> TaskExpert:
     return TaskExpert(env)
 
 
+def _episode_rng(seed: int | None, init_state_index: int | None, *more: int) -> np.random.Generator:
+    """Noise that is a function of the episode (its seed or init state), so a rerun repeats it."""
+    return np.random.default_rng([0 if seed is None else seed, 0 if init_state_index is None else init_state_index + 1, *more])
+
+
 def run_expert_episode(env: LiberoEnv, init_state_index: int | None = None, seed: int | None = None,
                        record: bool = False, expert: TaskExpert | None = None, noise: float = 0.0):
     """Run one episode; returns (success, steps, frames) with frames a list of (obs, action)
@@ -95,7 +100,7 @@ def run_expert_episode(env: LiberoEnv, init_state_index: int | None = None, seed
     obs, _ = env.reset(seed=seed, init_state_index=init_state_index)
     expert = expert or make_expert(env)
     expert.reset()
-    rng = np.random.default_rng([0 if seed is None else seed, 0 if init_state_index is None else init_state_index + 1])
+    rng = _episode_rng(seed, init_state_index)
     frames = []
     for step in range(env.max_steps):
         action = expert.act(obs)
@@ -122,8 +127,7 @@ def run_handover_episode(env: LiberoEnv, init_state_index: int | None = None, se
     if disturb not in ("random", "interrupt"):
         raise ValueError(f"disturb must be 'random' or 'interrupt', got {disturb!r}")
     obs, _ = env.reset(seed=seed, init_state_index=init_state_index)
-    rng = np.random.default_rng([0 if seed is None else seed, 0 if init_state_index is None else init_state_index + 1,
-                                 env.task.index, 1])
+    rng = _episode_rng(seed, init_state_index, env.task.index, 1)
     k = int(rng.integers(1, int(fraction * env.max_steps) + 1))
     limit, env.max_steps = env.max_steps, k + 10 + env.max_steps
     expert, gripper = make_expert(env), -1.0

@@ -59,7 +59,7 @@ class Skill:
         fingers closed, arm low), not an episode's start: plan from that state."""
         self.R_down = T.quat2mat(self.env.raw_obs["robot0_eef_quat"]) if R_down is None else R_down
         self.R_goal = self.R_down
-        self.takeover, self.replans, self.missed = takeover, 0, set()
+        self.takeover = takeover
         self.phases = self.plan()
         self.phase_index, self.phase_steps, self._trail = 0, 0, []
 
@@ -98,6 +98,11 @@ class PickPlace(Skill):
     def __init__(self, env: LiberoEnv, obj: str, target: str, gain: float = 20.0, predicate: str = "on"):
         super().__init__(env, gain)
         self.obj, self.target, self.predicate = obj, target, predicate
+
+    def reset(self, R_down: np.ndarray | None = None, takeover: bool = False) -> None:
+        # regrasps after a missed grasp: how many, which sides missed, the object's height when the fingers closed
+        self.replans, self.missed, self.bottom_at_grasp = 0, set(), -np.inf
+        super().reset(R_down, takeover)
 
     def _holding(self) -> bool:
         """Both finger pads touch the object (robosuite's grasp check)."""
@@ -253,7 +258,7 @@ class PickPlace(Skill):
         if phase.name == "close":
             self.bottom_at_grasp = gt.object_info(self.env, self.obj).aabb_min[2]
         if phase.name == "lift" and self.takeover and self.replans < 2 and \
-                gt.object_info(self.env, self.obj).aabb_min[2] < getattr(self, "bottom_at_grasp", -np.inf) + 0.015:
+                gt.object_info(self.env, self.obj).aabb_min[2] < self.bottom_at_grasp + 0.015:
             # the object did not come up: a grasp from a scene someone else left can miss (a
             # tilted or wedged object); open, rise and plan the grasp again rather than carry nothing
             self.replans += 1

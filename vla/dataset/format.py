@@ -186,10 +186,10 @@ class LeRobotWriter:
         """Append one episode already in this format (another dataset's rows, images still PNG
         bytes) with its per-episode statistics {feature: {stat: value}}: merging datasets this way
         decodes and re-encodes nothing. The index columns are renumbered for this dataset."""
-        cols = self._index_columns(len(table), len(self.episodes), self.num_frames, task)
-        missing = [k for k in self.features if k not in cols and (k not in table.column_names or k not in stats)]
+        missing = [k for k in self.features if k not in DEFAULT_FEATURES and (k not in table.column_names or k not in stats)]
         if missing:
             raise DatasetError(f"episode table or its statistics lack features {missing}")
+        cols = self._index_columns(len(table), len(self.episodes), self.num_frames, task)
         arrays = {k: pa.array(cols[k]) if k in cols else table[k].combine_chunks() for k in self.features}
         ep_stats = {k: numeric_stats(cols[k]) if k in cols else stats[k] for k in self.features}
         return self._append(pa.table(arrays), task, ep_stats)
@@ -221,8 +221,8 @@ class LeRobotWriter:
         meta = self.root / "meta"
         meta.mkdir(parents=True, exist_ok=True)
         _write_table(self.root / "meta" / "tasks.parquet", tasks_table(self.tasks))
-        # pooled from the per-episode statistics in the episodes table: linear in the episodes
-        # added, where recomputing over every frame after every episode was quadratic
+        # pooled from the per-episode statistics in the episodes table (a few numbers per episode),
+        # where recomputing over every frame after every episode grew with all frames collected
         stats = {k: aggregate_stats([{s: e[f"stats/{k}/{s}"] for s in STAT_NAMES} for e in self.episodes])
                  for k in (*self.numeric_keys, *self.image_keys)} if self.episodes else {}
         _atomic_write(meta / "stats.json", json.dumps(stats, indent=2).encode())
