@@ -12,14 +12,13 @@ Last line: RESULT success_tuned=<f> success_base=<f> delta=<f> ci_low=<f> ci_hig
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from eval_rollouts.results import wilson
+from eval_rollouts.results import newcombe, wilson
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -27,14 +26,6 @@ CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 def config(name: str, *overrides: str):
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
-
-
-def newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
-    """95% interval of p1 - p2 from the two Wilson intervals (Newcombe 1998, method 10)."""
-    p1, p2 = k1 / n1, k2 / n2
-    (l1, u1), (l2, u2) = wilson(k1, n1), wilson(k2, n2)
-    d = p1 - p2
-    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)
 RENDER_QUALITIES = ("full", "fast", "lowpoly")
 DEFAULT_RENDER = "lowpoly"
 LOWPOLY_MAX_FACES = 2000
+MAX_LAYOUT_ATTEMPTS = 5  # fresh layouts: seeds tried before keeping a scene whose objects were thrown
 
 
 def _render_xml_processor(quality: str):
@@ -149,6 +150,31 @@ class LiberoEnv(gym.Env):
             # LIBERO's reset also re-samples fixture positions (cabinet, stove), which the init
             # state does not restore: seeding by the state index makes init state i one scene
             seed = int(init_state_index)
+        for attempt in range(MAX_LAYOUT_ATTEMPTS):
+            raw = self._reset_once(seed, init_state_index)
+            # a fresh layout from a few seeds places objects into each other and the physics throws
+            # them across the room (seen: one seed in 12); such a scene is no task: sample another
+            if init_state_index is not None or seed is None or not self._thrown_objects():
+                break
+            seed = int(np.random.default_rng([int(seed), attempt]).integers(2**31))
+        self._raw, self._steps, self._needs_reset = raw, 0, False
+        self.start_eef_quat = np.array(raw["robot0_eef_quat"])  # the hand as the episode starts (experts plan from it)
+        return self._observation(raw), {"success": bool(self._env.check_success()), "init_state_index": init_state_index}
+
+    def _free_objects(self) -> dict[str, int]:
+        """Body ids of the task's loose objects (free joints), fixtures left out."""
+        import mujoco
+
+        model = self.sim.model._model
+        return {n: b for n, b in self.robosuite_env.obj_body_id.items()
+                if model.body_jntadr[b] >= 0 and model.jnt_type[model.body_jntadr[b]] == mujoco.mjtJoint.mjJNT_FREE}
+
+    def _thrown_objects(self) -> list[str]:
+        """Objects that moved more than 15 cm from where the layout placed them during the wait steps."""
+        pos = self.sim.data._data.xpos
+        return [n for n, b in self._free_objects().items() if np.linalg.norm(pos[b] - self._placed[n]) > 0.15]
+
+    def _reset_once(self, seed: int | None, init_state_index: int | None) -> dict:
         if seed is not None:
             self._env.seed(int(seed))  # LIBERO seeds numpy's global RNG for its placement sampler
         raw = self._env.reset()
@@ -164,13 +190,12 @@ class LiberoEnv(gym.Env):
 
             ctx = self.sim._render_context_offscreen
             ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        self._placed = {n: np.array(self.sim.data._data.xpos[b]) for n, b in self._free_objects().items()}
         for k in range(self.num_wait_steps):
             self._render = k == self.num_wait_steps - 1
             raw, _, _, _ = self._env.step(NOOP_ACTION)
         self._render = True
-        self._raw, self._steps, self._needs_reset = raw, 0, False
-        self.start_eef_quat = np.array(raw["robot0_eef_quat"])  # the hand as the episode starts (experts plan from it)
-        return self._observation(raw), {"success": bool(self._env.check_success()), "init_state_index": init_state_index}
+        return raw
 
     def step(self, action, render: bool = True):
         """One control step. render=False skips the cameras (the returned observation has no

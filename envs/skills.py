@@ -98,11 +98,26 @@ class PickPlace(Skill):
     def __init__(self, env: LiberoEnv, obj: str, target: str, gain: float = 20.0, predicate: str = "on"):
         super().__init__(env, gain)
         self.obj, self.target, self.predicate = obj, target, predicate
+        self.rest_bottom: float | None = None  # the object's bottom as the episode found it
 
     def reset(self, R_down: np.ndarray | None = None, takeover: bool = False) -> None:
         # regrasps after a missed grasp: how many, which sides missed, the object's height when the fingers closed
         self.replans, self.missed, self.bottom_at_grasp = 0, set(), -np.inf
+        if not takeover or self.rest_bottom is None:  # a fresh plan: the object rests where it starts
+            self.rest_bottom = float(gt.object_info(self.env, self.obj).aabb_min[2])
         super().reset(R_down, takeover)
+
+    def _fingers_around(self) -> bool:
+        """The object is between the fingers and they are closed on it: both pads touch it
+        (robosuite's check, which misses many bowl grasps just after closing), or the grip site
+        lies inside the object's box with the fingers neither open nor shut on nothing."""
+        if self._holding():
+            return True
+        o = gt.object_info(self.env, self.obj)
+        grip = self._eef()
+        q = np.asarray(self.env.raw_obs["robot0_gripper_qpos"])
+        inside = np.all(grip >= o.aabb_min - 0.01) and np.all(grip <= o.aabb_max + 0.01)
+        return bool(inside and 0.002 < q[0] - q[1] < 0.07)
 
     def _holding(self) -> bool:
         """Both finger pads touch the object (robosuite's grasp check)."""
@@ -153,6 +168,11 @@ class PickPlace(Skill):
         boxes = boxes[boxes.extent_along([0, 0, 1]) > o.aabb_min[2] + 0.005]
         # room counts up to 5 cm; among options with that much, the first listed wins
         scores = [min(self._clearance(g, yaw, boxes), 0.05) - 0.001 * i for i, (g, yaw) in enumerate(options)]
+        if self.takeover:  # a hand already lined up over an option (the learner's approach) keeps it
+            eef = self._eef()
+            for i, (g, _) in enumerate(options):
+                if np.linalg.norm(eef[:2] - g[:2]) < 0.015 and -0.005 < eef[2] - g[2] < 0.09:
+                    scores[i] += 1.0
         missed = [i for i in self.missed if i < len(options)]
         if len(missed) < len(options):  # after a missed grasp, another side first
             for i in missed:
@@ -165,11 +185,17 @@ class PickPlace(Skill):
 
     def plan(self) -> list[Phase]:
         env = self.env
-        holding = self.takeover and self._holding()
-        if self.takeover and not holding and env.robosuite_env._eval_predicate([self.predicate, self.obj, self.target]):
+        # at a takeover: fingers on the object (not after a missed grasp), and is it off its support?
+        around = self.takeover and not self.missed and self._fingers_around()
+        carried = around and gt.object_info(env, self.obj).aabb_min[2] > self.rest_bottom + 0.02
+        if self.takeover and env.robosuite_env._eval_predicate([self.predicate, self.obj, self.target]):
             return []  # taken over after this goal was reached
         boxes = gt.obstacle_boxes(env, exclude=(self.obj,))
         self._choose_grasp(boxes)
+        if around:  # grasp where the hand already is, turned as it is
+            self.grasp_offset = self._eef() - gt.object_info(env, self.obj).center
+            R_rel = T.quat2mat(env.raw_obs["robot0_eef_quat"]) @ self.R_down.T
+            self.yaw = float(np.arctan2(R_rel[1, 0], R_rel[0, 0]))
         self.R_goal = _rot_z(self.yaw) @ self.R_down
         grasp = self._grasp_point()
         below_grip = grasp[2] - gt.object_info(env, self.obj).aabb_min[2]  # object bottom below the grip site
@@ -228,11 +254,20 @@ class PickPlace(Skill):
         ]
         if not self.takeover:
             return phases
-        if holding:  # in hand already: lift it where it is and carry on
+        # Take over at the phase the scene is in, so that relabelled states agree with the
+        # demonstrations (DAgger): a state mid-descent is labelled "descend", not "rise first".
+        if carried:  # carried: on to the target, or settle and lower if already over it
             self.grasp_xy = self._eef()[:2]
-            return phases[4:]
-        prefix = []
+            off = np.linalg.norm(over_target_xy() - self._eef()[:2])
+            return phases[6:] if off < 0.03 else phases[4:]
+        if around:  # fingers on it where it rests: finish closing, then lift (a missed grasp replans)
+            self.grasp_xy = self._eef()[:2]
+            return phases[3:]
         q = np.asarray(env.raw_obs["robot0_gripper_qpos"])
+        eef, g = self._eef(), self._grasp_point()
+        if q[0] - q[1] >= 0.07 and np.linalg.norm(eef[:2] - g[:2]) < 0.015 and -0.005 < eef[2] - g[2] < 0.09:
+            return phases[2:]  # open, above the grasp: go on down
+        prefix = []
         if q[0] - q[1] < 0.07:  # fingers not fully open (~0.08 apart when open): open before reaching
             prefix.append(Phase("open", here, OPEN, tol=1.0, min_steps=8, max_steps=8))
         start = self._eef()

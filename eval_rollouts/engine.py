@@ -35,7 +35,9 @@ class ExpertPolicy:
 
 def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog, num_envs: int = 4,
         replan_steps: int | None = None, video_dir: Path | None = None, video_episodes: set = frozenset(),
-        python: str | None = None, instructions: dict | None = None) -> list[dict]:
+        python: str | None = None, instructions: dict | None = None, on_episode=None) -> list[dict]:
+    """Run the episodes not yet in `log`. on_episode(record, labelled): called after each
+    episode's record is logged, with its labelled steps (spec.label: DAgger's relabelling)."""
     todo = deque(e for e in episodes if e not in log.done)
     bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc=f"eval {spec.suite}", unit="ep")
     if not todo:
@@ -53,7 +55,8 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
                 state.pop(i, None)
                 return
             key = todo.popleft()
-        state[i] = {"key": key, "tries": tries, "reply": None, "pending": "reset", "frames": [], "t": time.time()}
+        state[i] = {"key": key, "tries": tries, "reply": None, "pending": "reset", "frames": [], "labelled": [],
+                    "t": time.time()}
         workers[i].send("reset", (*key, record and key in video_episodes))
 
     def finish(i: int, success: bool, steps: int, error: str | None = None) -> None:
@@ -68,7 +71,11 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
         if record and s["key"] in video_episodes and s["frames"]:
             name = f"task{s['key'][0]:02d}_init{s['key'][1]:02d}_{'success' if success else 'failure'}.mp4"
             rec["video"] = str(write_video(video_dir / name, s["frames"], s["instruction"], success))
+        if spec.label:
+            rec["labelled_steps"] = len(s["labelled"])
         log.add(rec)
+        if on_episode is not None:
+            on_episode(rec, s["labelled"])
         done_now += 1
         bar.update(1)
         ok = sum(r["success"] for r in log.records)
@@ -91,6 +98,7 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
         s = state[i]
         s["pending"] = None
         s["frames"] += reply.pop("frames")
+        s["labelled"] += reply.pop("labelled", [])
         if "instruction" in reply:
             s["instruction"] = reply["instruction"]
         if reply["done"]:

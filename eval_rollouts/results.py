@@ -19,6 +19,15 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
+    """95% interval of the difference of two independent success rates k1/n1 - k2/n2, from their
+    Wilson intervals (Newcombe 1998, method 10)."""
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = wilson(k1, n1), wilson(k2, n2)
+    d = p1 - p2
+    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
 class ResultsLog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -30,7 +39,12 @@ class ResultsLog:
                     self.records.append(json.loads(line))
                 except json.JSONDecodeError:
                     break  # a line cut by a kill: that episode runs again
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+            self.rewrite(self.records)
+
+    def rewrite(self, records: list[dict]) -> None:
+        """Keep only these records (the episodes left out run again)."""
+        self.records = list(records)
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
 
     @property
     def done(self) -> set[tuple[int, int]]:

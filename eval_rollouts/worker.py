@@ -20,8 +20,13 @@ class EnvSpec:
     max_steps: int | None = None  # None: the suite's protocol value
     expert: bool = False  # also send the scripted expert's action with each observation
     # fixed: episode (task, k) starts from the suite's init state k (the evaluation protocol);
-    # random: from the fresh layout seeded by validation_seed(task, k) (validation, never the test states)
+    # random: from the fresh layout seeded by validation_seed(task, k) (validation, never the test states);
+    # dagger: from the fresh layout seeded by dagger_seed(task, k) (DAgger's rollouts)
     layouts: str = "fixed"
+    # DAgger: send every step's observation with the scripted expert's action for it ("labelled");
+    # the expert drives a chunk with this probability (beta), the policy otherwise
+    label: bool = False
+    expert_drives: float = 0.0
 
 
 def validation_seed(task: int, k: int) -> int:
@@ -30,11 +35,20 @@ def validation_seed(task: int, k: int) -> int:
     return 10**9 + 10_000 * task + k
 
 
+def dagger_seed(task: int, k: int) -> int:
+    """Seeds of DAgger's rollout layouts: apart from demonstrations (< 10^9) and validation."""
+    return 2 * 10**9 + 10_000 * task + k
+
+
+LAYOUT_SEEDS = {"random": validation_seed, "dagger": dagger_seed}
+
+
 def _serve(conn, spec: EnvSpec) -> None:
     from envs.experts import UnsupportedTask, make_expert
     from envs.libero_env import LiberoEnv
 
     env, task, expert, record = None, None, None, False
+    rng, learner_drove = None, False  # DAgger: who drives each chunk; did the learner drive the last one
 
     def reply(obs, **extra):
         if spec.expert:  # the expert's action for this state travels with the observation
@@ -57,12 +71,13 @@ def _serve(conn, spec: EnvSpec) -> None:
                         env.close()
                     env, task = LiberoEnv(spec.suite, t, cameras=list(spec.cameras), resolution=spec.resolution,
                                           render_quality=spec.render_quality, max_steps=spec.max_steps), t
-                if spec.layouts == "random":
-                    obs, _ = env.reset(seed=validation_seed(t, init))
+                if spec.layouts in LAYOUT_SEEDS:
+                    obs, _ = env.reset(seed=LAYOUT_SEEDS[spec.layouts](t, init))
                 else:
                     obs, _ = env.reset(init_state_index=init)
                 expert = None
-                if spec.expert:
+                rng, learner_drove = np.random.default_rng([t, init]), False
+                if spec.expert or spec.label:
                     try:
                         expert = make_expert(env)
                         expert.reset()
@@ -71,17 +86,30 @@ def _serve(conn, spec: EnvSpec) -> None:
                 reply(obs, done=False, success=False, steps=0, frames=[obs["images"]] if record else [],
                       instruction=env.instruction)
             elif cmd == "step":
-                frames, done, info = [], False, {"success": False, "steps": 0}
+                frames, labelled, done, info = [], [], False, {"success": False, "steps": 0}
                 chunk = np.asarray(arg, np.float32).reshape(-1, 7)
+                if spec.label:
+                    if expert is None:
+                        raise ValueError(f"DAgger needs the scripted expert, which has no strategy for task {task}")
+                    expert_drives = rng.random() < spec.expert_drives
+                    if learner_drove:  # the expert plans again from wherever the learner left the scene
+                        expert.reset(takeover=True)
+                    learner_drove = not expert_drives
                 for k, a in enumerate(chunk):
-                    # the policy sees only the chunk's last observation: render the rest only for videos
-                    obs, _, term, trunc, info = env.step(a, render=record or k == len(chunk) - 1)
+                    if spec.label:
+                        label = expert.act(obs)
+                        labelled.append({"images": obs["images"], "state": obs["state"], "action": label,
+                                         "learner_acted": not expert_drives})
+                        a = label if expert_drives else a
+                    # the policy sees only the chunk's last observation: render the rest only for videos and labels
+                    obs, _, term, trunc, info = env.step(a, render=record or spec.label or k == len(chunk) - 1)
                     if record:
                         frames.append(obs["images"])
                     if term or trunc:
                         done = True
                         break
-                reply(obs, done=done, success=bool(info["success"]), steps=int(info["steps"]), frames=frames)
+                reply(obs, done=done, success=bool(info["success"]), steps=int(info["steps"]), frames=frames,
+                      labelled=labelled)
             else:
                 raise ValueError(f"unknown worker command {cmd!r}")
         except Exception:

@@ -115,16 +115,23 @@ def check_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def load_normalization(path: str | Path) -> tuple[ActionStats, StateNormalizer | None]:
+    """A checkpoint's action statistics and state normaliser (None for a policy without state)."""
+    path = Path(path)
+    stats = ActionStats.from_json(path / "action_stats.json")
+    state = None
+    if (path / "state_stats.json").exists():
+        s = json.loads((path / "state_stats.json").read_text())
+        state = StateNormalizer(s["mean"], s["std"])
+    return stats, state
+
+
 def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype: str = "auto") -> VLAModel:
     path = check_checkpoint(path)
     try:
         meta = json.loads((path / "policy.json").read_text())
         spec = PolicySpec(**meta["spec"])
-        stats = ActionStats.from_json(path / "action_stats.json")
-        state = None
-        if (path / "state_stats.json").exists():
-            s = json.loads((path / "state_stats.json").read_text())
-            state = StateNormalizer(s["mean"], s["std"])
+        stats, state = load_normalization(path)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable policy metadata ({type(e).__name__}: {e})") from None
     backbone: Backbone = build_backbone_from_dir(path / "backbone", meta["family"], meta["text_vocab_size"], dtype)

@@ -214,3 +214,46 @@ class LeRobotDataset:
             "images": {c: np.stack([self._image(c, int(i)) for i in idx]) for c in self.cameras},
             "state": self.states[idx], "action": self.actions[idx],
         }
+
+
+class DatasetUnion:
+    """Several datasets trained on as one (DAgger's aggregate: the demonstrations plus every
+    round's relabelled rollouts). They must share fps, cameras, image size, action and state
+    layout and render setting; frames are indexed in order, dataset after dataset."""
+
+    def __init__(self, roots: list, action_horizon: int = 1, cameras: list[str] | None = None):
+        if not roots:
+            raise DatasetError("train.dataset is an empty list")
+        self.parts = [LeRobotDataset(r, action_horizon, cameras) for r in roots]
+        first = self.parts[0]
+        for p in self.parts[1:]:
+            for what, a, b in (("fps", p.fps, first.fps), ("cameras", p.cameras, first.cameras),
+                               ("render setting", p.info.get("vla", {}).get("render_quality"),
+                                first.info.get("vla", {}).get("render_quality")),
+                               *((f"feature {k}", p.info["features"].get(k, {}).get("shape"), first.info["features"][k]["shape"])
+                                 for k in first.info["features"] if k == "action" or k.startswith("observation."))):
+                if a != b:
+                    raise DatasetError(f"{p.root} cannot be trained on with {first.root}: {what} {a} vs {b}")
+        self.root, self.info, self.cameras = first.root, first.info, first.cameras
+        self.tasks = list(dict.fromkeys(t for p in self.parts for t in p.tasks))
+        self.episodes = [e for p in self.parts for e in p.episodes]
+        self.actions = np.concatenate([p.actions for p in self.parts])
+        self.states = np.concatenate([p.states for p in self.parts])
+        self._starts = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"frame {i} out of range (datasets have {len(self)} frames)")
+        i = int(i) % len(self)
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        return self.parts[k][i - int(self._starts[k])]
+
+
+def open_dataset(root, action_horizon: int = 1, cameras: list[str] | None = None):
+    """One dataset folder, or a list of them trained on as one (DatasetUnion)."""
+    if isinstance(root, (list, tuple)):
+        return DatasetUnion(list(root), action_horizon, cameras) if len(root) != 1 else LeRobotDataset(root[0], action_horizon, cameras)
+    return LeRobotDataset(root, action_horizon, cameras)

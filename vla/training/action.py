@@ -10,7 +10,14 @@ from omegaconf import DictConfig, OmegaConf
 from .loop import Stage, TrainError
 
 
-def ensure_dataset(cfg: DictConfig) -> Path:
+def ensure_dataset(cfg: DictConfig) -> Path | list[Path]:
+    """train.dataset's folder (collected first if missing and allowed), or its list of folders."""
+    if OmegaConf.is_list(cfg.train.dataset):  # several datasets trained on as one: each must exist
+        roots = [Path(r) for r in cfg.train.dataset]
+        missing = [str(r) for r in roots if not (r / "meta" / "info.json").is_file()]
+        if missing:
+            raise TrainError(f"train.dataset lists folders that hold no dataset: {missing}")
+        return roots
     root = Path(cfg.train.dataset)
     if (root / "meta" / "info.json").is_file():
         return root
@@ -35,10 +42,12 @@ def make_collate(model):
     return collate
 
 
-def build_model(cfg: DictConfig, dataset):
+def build_model(cfg: DictConfig, dataset, normalization_from: Path | None = None):
+    """The policy for `dataset`'s actions; normalization_from: a checkpoint whose action and state
+    normalisation to keep (a warm start must see actions scaled as its weights learned them)."""
     from action_tokenizer import ActionStats
     from policies.backbone import build_backbone
-    from policies.checkpoint import apply_lora
+    from policies.checkpoint import apply_lora, load_normalization
     from policies.transforms import StateNormalizer
     from policies.vla_model import PolicySpec, VLAModel, extra_tokens
 
@@ -51,6 +60,9 @@ def build_model(cfg: DictConfig, dataset):
     mask[-1] = False  # the gripper (-1 / +1) is not normalised, as in OpenVLA
     stats = ActionStats.from_actions(dataset.actions, mask=mask)
     state = StateNormalizer(dataset.states.mean(0), dataset.states.std(0)) if spec.use_state else None
+    if normalization_from is not None:
+        stats, trained_state = load_normalization(normalization_from)
+        state = trained_state if spec.use_state else None
     backbone = build_backbone(OmegaConf.to_container(cfg.model, resolve=True), extra_tokens(spec), seed=cfg.seed)
     model = VLAModel(backbone, spec, stats, state)
     lora = OmegaConf.to_container(cfg.train.lora, resolve=True) if cfg.train.lora else None
@@ -68,19 +80,19 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
 
     from policies.checkpoint import save_checkpoint
 
-    from ..dataset.reader import LeRobotDataset
+    from ..dataset.reader import open_dataset
 
-    dataset = LeRobotDataset(ensure_dataset(cfg), action_horizon=cfg.head.chunk_size, cameras=list(cfg.train.cameras))
+    dataset = open_dataset(ensure_dataset(cfg), action_horizon=cfg.head.chunk_size, cameras=list(cfg.train.cameras))
     shortest = min(e["length"] for e in dataset.episodes)
     if cfg.head.chunk_size > shortest:
         raise TrainError(f"head.chunk_size={cfg.head.chunk_size} is longer than the dataset's shortest episode "
                          f"({shortest} frames in {dataset.root}): choose a chunk of at most {shortest} steps")
     torch.manual_seed(cfg.seed)
-    model, lora = build_model(cfg, dataset)
-    if cfg.train.init_from:  # warm start: the weights of a trained policy of the same architecture, a new optimiser
-        init = Path(cfg.train.init_from)
-        if not (init / "model.safetensors").is_file():
-            raise TrainError(f"train.init_from={init}: no checkpoint there (model.safetensors missing)")
+    init = Path(cfg.train.init_from) if cfg.train.init_from else None
+    if init is not None and not (init / "model.safetensors").is_file():
+        raise TrainError(f"train.init_from={init}: no checkpoint there (model.safetensors missing)")
+    model, lora = build_model(cfg, dataset, normalization_from=init)
+    if init is not None:  # warm start: the weights of a trained policy of the same architecture, a new optimiser
         resume_weights(model, init)
     # frozen text embeddings: checkpoints keep only the rows the training prompts use (a few MB)
     vocab_rows = model.used_token_ids(dataset.tasks) if cfg.train.freeze_embeddings and not lora else None
