@@ -151,6 +151,19 @@ def object_info(env, name: str) -> ObjectInfo:
     return ObjectInfo(name, pos, np.array(data.xquat[body]), lo, hi, name in rs.fixtures_dict)
 
 
+def bodies_touching(env, name: str) -> set[str]:
+    """Names of the bodies in contact with an object (any geom of its subtree) right now."""
+    model, data = env.sim.model._model, env.sim.data._data
+    mine = np.zeros(model.ngeom, bool)
+    mine[_subtree_geoms(model, env.robosuite_env.obj_body_id[name])] = True
+    out = set()
+    for c in data.contact[:data.ncon]:
+        for a, b in ((c.geom1, c.geom2), (c.geom2, c.geom1)):
+            if mine[a] and not mine[b]:
+                out.add(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, int(model.geom_bodyid[b])) or "")
+    return out
+
+
 def narrow_axis(env, name: str) -> np.ndarray:
     """Unit xy direction across which an object is narrowest (principal axes of its footprint)."""
     rs = env.robosuite_env

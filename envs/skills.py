@@ -18,6 +18,7 @@ from . import ground_truth as gt
 from .libero_env import LiberoEnv
 
 ROT_SCALE = 0.5  # radians per unit of rotation action
+ROBOT_BODIES = ("gripper0_", "robot0_")  # name prefixes of the arm's and the hand's bodies
 OPEN, CLOSE = -1.0, 1.0
 
 
@@ -98,13 +99,10 @@ class PickPlace(Skill):
     def __init__(self, env: LiberoEnv, obj: str, target: str, gain: float = 20.0, predicate: str = "on"):
         super().__init__(env, gain)
         self.obj, self.target, self.predicate = obj, target, predicate
-        self.rest_bottom: float | None = None  # the object's bottom as the episode found it
 
     def reset(self, R_down: np.ndarray | None = None, takeover: bool = False) -> None:
         # regrasps after a missed grasp: how many, which sides missed, the object's height when the fingers closed
         self.replans, self.missed, self.bottom_at_grasp = 0, set(), -np.inf
-        if not takeover or self.rest_bottom is None:  # a fresh plan: the object rests where it starts
-            self.rest_bottom = float(gt.object_info(self.env, self.obj).aabb_min[2])
         super().reset(R_down, takeover)
 
     def _fingers_around(self) -> bool:
@@ -185,9 +183,9 @@ class PickPlace(Skill):
 
     def plan(self) -> list[Phase]:
         env = self.env
-        # at a takeover: fingers on the object (not after a missed grasp), and is it off its support?
+        # at a takeover: fingers on the object (not after a missed grasp); carried if only the hand touches it
         around = self.takeover and not self.missed and self._fingers_around()
-        carried = around and gt.object_info(env, self.obj).aabb_min[2] > self.rest_bottom + 0.02
+        carried = around and all(b.startswith(ROBOT_BODIES) for b in gt.bodies_touching(env, self.obj))
         if self.takeover and env.robosuite_env._eval_predicate([self.predicate, self.obj, self.target]):
             return []  # taken over after this goal was reached
         boxes = gt.obstacle_boxes(env, exclude=(self.obj,))
