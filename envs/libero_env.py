@@ -153,7 +153,7 @@ class LiberoEnv(gym.Env):
         for attempt in range(MAX_LAYOUT_ATTEMPTS):
             raw = self._reset_once(seed, init_state_index)
             # a fresh layout from a few seeds places objects into each other and the physics throws
-            # them across the room (seen: one seed in 12); such a scene is no task: sample another
+            # them off the table (1 of 48 seeds scanned); such a scene is no task: sample another
             if init_state_index is not None or seed is None or not self._thrown_objects():
                 break
             seed = int(np.random.default_rng([int(seed), attempt]).integers(2**31))

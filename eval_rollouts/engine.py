@@ -39,7 +39,8 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
     """Run the episodes not yet in `log`. on_episode(record, labelled): called after each
     episode's record is logged, with its labelled steps (spec.label: DAgger's relabelling)."""
     todo = deque(e for e in episodes if e not in log.done)
-    bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc=f"eval {spec.suite}", unit="ep")
+    bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), unit="ep",
+               desc=f"{'label' if spec.label else 'eval'} {spec.suite}")
     if not todo:
         bar.close()
         return log.records
@@ -71,11 +72,12 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
         if record and s["key"] in video_episodes and s["frames"]:
             name = f"task{s['key'][0]:02d}_init{s['key'][1]:02d}_{'success' if success else 'failure'}.mp4"
             rec["video"] = str(write_video(video_dir / name, s["frames"], s["instruction"], success))
+        labelled = [] if error else s["labelled"]  # a worker that failed twice leaves no partial episode
         if spec.label:
-            rec["labelled_steps"] = len(s["labelled"])
+            rec["labelled_steps"] = len(labelled)
         log.add(rec)
         if on_episode is not None:
-            on_episode(rec, s["labelled"])
+            on_episode(rec, labelled)
         done_now += 1
         bar.update(1)
         ok = sum(r["success"] for r in log.records)

@@ -45,7 +45,8 @@ def test_train_cli_rejects_unknown_suite():
 
 ENTRY_POINTS = {"vla.train": "stage: action", "vla.eval": "trials_per_task: 50", "vla.collect": "episodes_per_task:",
                 "vla.serve": "port:", "vla.ros_bridge": "safety:", "vla.sim_arm": "suite:",
-                "vla.expert_table": "trials_per_task: 50", "vla.spatial.generate": "suite:", "vla.spatial.eval": "dataset:"}
+                "vla.expert_table": "trials_per_task: 50", "vla.spatial.generate": "suite:", "vla.spatial.eval": "dataset:",
+                "vla.dagger": "steps_per_round:"}
 
 
 @pytest.mark.parametrize("module, key", ENTRY_POINTS.items())

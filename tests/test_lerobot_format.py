@@ -254,3 +254,30 @@ def test_merge_copies_episodes_without_decoding_and_resumes(tmp_path):
         assert json.loads((tmp_path / "merged" / name).read_text()) == json.loads((tmp_path / "one" / name).read_text())
     assert pq.read_table(tmp_path / "merged/data/chunk-000/file-002.parquet").equals(
         pq.read_table(tmp_path / "one/data/chunk-000/file-002.parquet"))
+
+
+def test_a_list_of_datasets_reads_as_one(dataset, tmp_path):
+    """DAgger trains on the demonstrations plus every round: frames in order, dataset after dataset."""
+    from vla.dataset.reader import open_dataset
+
+    root, episodes, tasks = dataset
+    rng = np.random.default_rng(1)
+    writer = LeRobotWriter(tmp_path / "more", fps=20, features=dataset_features(CAMS, 32))
+    extra = fake_episode(rng, 4)
+    writer.add_episode(extra, "close the microwave")
+    union = open_dataset([root, tmp_path / "more"], action_horizon=2)
+    one = LeRobotDataset(root, action_horizon=2)
+    assert len(union) == len(one) + 4 and len(union.episodes) == 4
+    assert union.tasks == ["put the bowl on the plate", "open the drawer", "close the microwave"]
+    np.testing.assert_array_equal(union.actions[-4:], extra["action"])
+    last = union[len(one) + 3]
+    assert last["task"] == "close the microwave" and last["action_is_pad"].tolist() == [False, True]
+    np.testing.assert_array_equal(last["images"]["agentview"], extra["observation.images.agentview"][3])
+    np.testing.assert_array_equal(union[0]["images"]["agentview"], one[0]["images"]["agentview"])
+    with pytest.raises(IndexError):
+        union[len(union)]
+    small = LeRobotWriter(tmp_path / "small", fps=20, features=dataset_features(CAMS, 16))
+    small.add_episode(fake_episode(rng, 3, res=16), "put the bowl on the plate")
+    with pytest.raises(DatasetError, match=r"small cannot be trained on with .*: feature observation.images.agentview"):
+        open_dataset([root, tmp_path / "small"])
+    assert isinstance(open_dataset([root]), LeRobotDataset)

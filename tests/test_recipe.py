@@ -79,16 +79,30 @@ def test_recipe_trains_with_frozen_embeddings_and_ships_a_compact_checkpoint(dem
                        f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path}", "train.max_steps=32",
                        "train.save_every=30", "train.batch_size=8", "train.warmup_steps=5", "train.resolution=56")
     assert train(more).name == "step_000032"
-    # a new run can start from a trained policy's weights (a shipped checkpoint has no optimiser state)
+    # a new run can start from a trained policy's weights (a shipped checkpoint has no optimiser state),
+    # here on a list of datasets whose actions are scaled otherwise: the warm start keeps the
+    # normalisation its weights learned, not the new data's
     from policies.checkpoint import load_model_from_checkpoint
+    from vla.dataset.collection import dataset_features
+    from vla.dataset.format import LeRobotWriter
 
+    halved = LeRobotWriter(tmp_path / "halved", fps=20, features=dataset_features(spec["cameras"], 64),
+                           recording={"render_quality": "lowpoly"})
+    for e in ds.episodes:
+        f = ds.episode_frames(e["episode_index"])
+        halved.add_episode({**{f"observation.images.{c}": f["images"][c] for c in spec["cameras"]},
+                            "observation.state": f["state"], "action": np.concatenate([f["action"][:, :6] * 0.5, f["action"][:, 6:]], 1)},
+                           ds.tasks[0])
     warm = load_config("recipe=cpu", "train.num_threads=1", "train.eval_trials_per_task=0", "train.eval_every=0",
-                       f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path / 'warm'}", "train.max_steps=1",
-                       "train.save_every=1", "train.batch_size=8", "train.resolution=56", "train.lr=0",
+                       f"train.dataset=[{demo_dataset},{tmp_path / 'halved'}]", f"train.output_dir={tmp_path / 'warm'}",
+                       "train.max_steps=1", "train.save_every=1", "train.batch_size=8", "train.resolution=56", "train.lr=0",
                        f"train.init_from={ckpt}")
-    started = load_model_from_checkpoint(train(warm)).state_dict()
+    warmed = train(warm)
+    started = load_model_from_checkpoint(warmed).state_dict()
     for name, value in load_model_from_checkpoint(ckpt).state_dict().items():
         torch.testing.assert_close(started[name], value, msg=name)  # lr 0: one step changes nothing
+    for stats in ("action_stats.json", "state_stats.json"):
+        assert (warmed / stats).read_text() == (ckpt / stats).read_text()
 
 
 def test_recipe_inputs_are_checked(demo_dataset, tmp_path):

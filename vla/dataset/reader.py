@@ -255,5 +255,7 @@ class DatasetUnion:
 def open_dataset(root, action_horizon: int = 1, cameras: list[str] | None = None):
     """One dataset folder, or a list of them trained on as one (DatasetUnion)."""
     if isinstance(root, (list, tuple)):
-        return DatasetUnion(list(root), action_horizon, cameras) if len(root) != 1 else LeRobotDataset(root[0], action_horizon, cameras)
+        if len(root) == 1:
+            return LeRobotDataset(root[0], action_horizon, cameras)
+        return DatasetUnion(list(root), action_horizon, cameras)
     return LeRobotDataset(root, action_horizon, cameras)
