@@ -34,12 +34,9 @@ def config(name: str, *overrides: str):
         return compose(config_name=name, overrides=list(overrides))
 
 
-def frames(root: Path) -> int:
-    return json.loads((Path(root) / "meta" / "info.json").read_text())["total_frames"]
-
-
 def main() -> None:
     from vla.dataset.collection import collect
+    from vla.dataset.reader import load_info
     from vla.eval import evaluate
     from vla.training.dagger import continue_training, demonstrations, round_dir, run_dagger
 
@@ -65,8 +62,8 @@ def main() -> None:
     checkpoints = {"bc": ckpt, "dagger": Path(json.loads((out / "dagger" / "rounds.json").read_text())[-1]["policy"])}
     for arm, (root, _, _) in new_data.items():  # the same steps per round, all rounds' worth of data at once
         checkpoints[arm] = continue_training(ckpt, demos + [str(root)], ckpt, out / "train" / arm, steps * rounds, lr, warmup)
-    labelled = {"bc": 0, **{arm: frames(root) for arm, (root, _, _) in new_data.items()},
-                "dagger": sum(frames(round_dir(dagger_cfg, r) / "data") for r in range(1, rounds + 1))}
+    labelled = {"bc": 0, **{arm: load_info(root)["total_frames"] for arm, (root, _, _) in new_data.items()},
+                "dagger": sum(load_info(round_dir(dagger_cfg, r) / "data")["total_frames"] for r in range(1, rounds + 1))}
 
     success = {}
     for arm in ("bc", "bc_more", "dart", "dagger"):

@@ -31,11 +31,11 @@ def expert_drives(cfg: DictConfig, r: int) -> float:
     return float(cfg.beta) * float(cfg.beta_decay) ** (r - 1)
 
 
-def base_config(cfg: DictConfig) -> DictConfig:
-    """The starting checkpoint's own training config: the rounds train the same architecture."""
-    path = Path(cfg.checkpoint) / "config.yaml"
+def checkpoint_config(checkpoint: Path) -> DictConfig:
+    """The training config a checkpoint was written with: the rounds train the same architecture."""
+    path = Path(checkpoint) / "config.yaml"
     if not path.is_file():
-        raise ValueError(f"dagger checkpoint={cfg.checkpoint}: no policy checkpoint there (config.yaml missing)")
+        raise ValueError(f"checkpoint={checkpoint}: no policy checkpoint there (config.yaml missing)")
     return OmegaConf.load(path)
 
 
@@ -78,7 +78,8 @@ def collect_rollouts(cfg: DictConfig, r: int, policy_path: Path) -> dict:
     # and before its frames landed drops that record, so the episode runs again
     ranks = [i for i, rec in enumerate(log.records) if rec.get("labelled_steps")]
     if len(ranks) > writer.num_episodes:
-        log.rewrite([rec for i, rec in enumerate(log.records) if i not in set(ranks[writer.num_episodes:])])
+        unwritten = set(ranks[writer.num_episodes:])
+        log.rewrite([rec for i, rec in enumerate(log.records) if i not in unwritten])
 
     def write(rec: dict, labelled: list[dict]) -> None:
         if not labelled:
@@ -93,7 +94,8 @@ def collect_rollouts(cfg: DictConfig, r: int, policy_path: Path) -> dict:
     episodes = [(t, first + j) for t in tasks for j in range(cfg.episodes_per_task)]
     spec = EnvSpec(cfg.suite.name, tuple(cameras), resolution, quality, layouts="dagger", label=True, expert_drives=beta)
     engine.run(policy, spec, episodes, log, num_envs=num_envs(cfg.num_envs), on_episode=write)
-    records = [rec for rec in log.records if (rec["task"], rec["init"]) in set(episodes)]
+    wanted = set(episodes)
+    records = [rec for rec in log.records if (rec["task"], rec["init"]) in wanted]
     learner = int(learner_acted(d / "data").sum()) if writer.num_frames else 0
     return {"rollouts": len(records), "rollout_successes": sum(rec["success"] for rec in records),
             "labelled_frames": writer.num_frames, "learner_frames": learner}
@@ -118,13 +120,10 @@ def continue_training(start: Path, datasets: list[str], init_from: Path, output_
     from ..train import train
     from .loop import checkpoints
 
-    path = Path(start) / "config.yaml"
-    if not path.is_file():
-        raise ValueError(f"checkpoint={start}: no policy checkpoint there (config.yaml missing)")
+    base = checkpoint_config(start)
     done = checkpoints(Path(output_dir))
     if done and int(done[-1].name.split("_")[-1]) >= steps:
-        return done[-1]
-    base = OmegaConf.load(path)
+        return done[-1]  # finished: skip loading the datasets just to find nothing left to do
     cfg = OmegaConf.merge(base, {"train": {
         "dataset": [str(d) for d in datasets], "init_from": str(init_from), "output_dir": str(output_dir),
         "max_steps": int(steps), "warmup_steps": int(warmup_steps), "lr": float(lr), "eval_trials_per_task": 0,
@@ -135,7 +134,7 @@ def continue_training(start: Path, datasets: list[str], init_from: Path, output_
 
 def demonstrations(cfg: DictConfig) -> list[str]:
     """The demonstrations every round trains on: base_datasets, else the checkpoint's own data."""
-    demos = cfg.base_datasets if cfg.base_datasets is not None else base_config(cfg).train.dataset
+    demos = cfg.base_datasets if cfg.base_datasets is not None else checkpoint_config(cfg.checkpoint).train.dataset
     return [str(d) for d in demos] if OmegaConf.is_list(demos) else [str(demos)]
 
 
@@ -150,7 +149,7 @@ def train_round(cfg: DictConfig, r: int, init_from: Path) -> Path:
 def validate(cfg: DictConfig, r: int, checkpoint: Path) -> dict:
     from ..eval import evaluate
 
-    ecfg = OmegaConf.merge(base_config(cfg), {"suite": OmegaConf.to_container(cfg.suite, resolve=True), "eval": {
+    ecfg = OmegaConf.merge(checkpoint_config(cfg.checkpoint), {"suite": OmegaConf.to_container(cfg.suite, resolve=True), "eval": {
         "policy": "checkpoint", "checkpoint": str(checkpoint), "trials_per_task": int(cfg.val_trials_per_task),
         "layouts": "random", "tasks": cfg.tasks, "num_envs": cfg.num_envs, "save_videos": 1, "replan_steps": None,
         "max_steps": None, "render_quality": "auto", "python": None, "out": str(round_dir(cfg, r) / "validation")}})
