@@ -151,6 +151,91 @@ def test_gripper_relations_use_the_robot_frame(scenes):
         assert abs(float(r["answer"]) - np.linalg.norm(world[r["gt"]["object"]] - eef)) <= 0.006
 
 
+
+# -- grounding: the instruction's own object and target ----------------------------------------
+def bddl_goal(scene):
+    """The goal predicate read straight from the task's BDDL file, e.g. ('on', 'akita_black_bowl_1', 'plate_1')."""
+    import re
+
+    from envs.suites import get_suite
+
+    text = get_suite(scene.suite).task(scene.task_index).bddl_file.read_text()
+    goal = re.search(r"\(:goal\s*\(And\s*\((\w+) (\w+) (\w+)\)", text, re.IGNORECASE)
+    return goal.group(1).lower(), goal.group(2), goal.group(3)
+
+
+def project(view, point_world):
+    x, y, z = view.to_camera(point_world)
+    return view.K[0, 0] * x / z + view.K[0, 2], view.K[1, 1] * y / z + view.K[1, 2]
+
+
+def test_grounding_roles_follow_the_bddl_goal(scenes):
+    for scene, *_ in scenes:
+        _, obj, target = bddl_goal(scene)
+        assert scene.roles == {"object": obj, "target": target}
+        assert scene.instruction.startswith("pick up the black bowl")
+
+
+def test_pointing_lands_on_the_referred_object(scenes):
+    for role in Q.ROLES:
+        for scene, r, depth, world, _ in by_type(scenes, f"point_{role}"):
+            name = scene.roles[role]
+            assert r["gt"]["object"] == name and scene.instruction in r["question"]
+            view = scene.views[r["gt"]["camera"]]
+            x, y = map(float, r["answer"].split(", "))
+            u, v = int(x * RES), int(y * RES)
+            assert view.labels[v, u] == scene.index(name)  # the segmentation under the point
+            # and the point is near where the object's world centre projects (pose and intrinsics, not pixels)
+            cu, cv = project(view, world[name])
+            reach = view.K[0, 0] * world["radius"][name] / view.to_camera(world[name])[2]
+            assert np.hypot(u - cu, v - cv) <= reach + 2, (u, v, cu, cv, reach)
+            assert np.array_equal(r["mask"], view.labels == scene.index(name))
+            assert Q.score(r["task_type"], r["answer"], r["answer"], r["mask"]) == 1.0
+            vs, us = np.nonzero(view.labels != scene.index(name))
+            assert Q.score(r["task_type"], f"{(us[0] + 0.5) / RES:.3f}, {(vs[0] + 0.5) / RES:.3f}", r["answer"], r["mask"]) == 0.0
+
+
+def test_choosing_marks_exactly_the_referred_object(scenes):
+    for role in Q.ROLES:
+        for scene, r, *_ in by_type(scenes, f"choose_{role}"):
+            view = scene.views[r["gt"]["camera"]]
+            found = marks(r["images"][0], view.image)
+            assert set(found) == set(r["choices"]) and r["answer"] in found
+            for color, (u, v) in found.items():
+                on_referred = view.labels[v, u] == scene.index(scene.roles[role])
+                assert on_referred == (color == r["answer"]), (color, r["answer"])
+    # the other black bowls are the first distractors of the black bowl
+    bowls = [r for _, r, *_ in by_type(scenes, "choose_object")]
+    assert all(sum("black_bowl" in n for n in r["gt"]["candidates"].values()) >= 2 for r in bowls)
+
+
+def test_grounded_positions_and_gripper_relations_match_world_poses(scenes):
+    for role in Q.ROLES:
+        for scene, r, depth, world, eef in by_type(scenes, f"position_{role}"):
+            p = np.array(Q.parse_numbers(r["answer"]))
+            # LIBERO's robot base faces world +x with +y to its left: the same axes, shifted to the base
+            base = scene.base_pose[:3, 3]
+            assert np.allclose(p, world[scene.roles[role]] - base, atol=0.006)
+            assert p[0] > 0.2  # the table is in front of the robot
+        for scene, r, depth, world, eef in by_type(scenes, f"distance_{role}"):
+            assert abs(float(r["answer"]) - np.linalg.norm(world[scene.roles[role]] - eef)) <= 0.006
+        for scene, r, depth, world, eef in by_type(scenes, f"direction_{role}"):
+            off = world[scene.roles[role]] - eef
+            axis = int(np.argmax(np.abs(off)))
+            words = [("behind", "in front of"), ("to the right of", "to the left of"), ("below", "above")][axis]
+            assert r["answer"] == words[int(off[axis] > 0)]
+
+
+def test_chained_goals_ask_no_grounding():
+    from vla.spatial.scene import goal_roles
+
+    objects = ["akita_black_bowl_1", "plate_1", "wooden_cabinet_1"]
+    assert goal_roles(["in", "akita_black_bowl_1", "wooden_cabinet_1_top_region"], objects) == {
+        "object": "akita_black_bowl_1", "target": "wooden_cabinet_1"}
+    assert goal_roles(["open", "wooden_cabinet_1_top_region"], objects) == {"object": "wooden_cabinet_1"}
+    assert goal_roles(["on", "ketchup_1", "plate_1"], objects) == {"target": "plate_1"}
+
+
 def test_scoring():
     assert Q.score("closer", " Red.", "red") == 1.0 and Q.score("closer", "blue", "red") == 0.0
     assert Q.score("depth", "1.00", "1.00") == 1.0 and Q.score("depth", "about 2", "1.00") == 0.0
@@ -158,6 +243,16 @@ def test_scoring():
     assert Q.score("depth", "no idea", "1.00") == 0.0
     assert Q.score("position", "0.10, 0.20, 1.00", "0.10, 0.20, 1.00") == 1.0
     assert Q.score("position", "0.1, 0.2", "0.10, 0.20, 1.00") == 0.0
+    mask = np.zeros((10, 20), bool)
+    mask[2:4, 10:12] = True  # rows 2-3, columns 10-11
+    assert Q.score("point_object", "0.55, 0.35", "0.55, 0.35", mask) == 1.0
+    assert Q.score("point_object", "(0.52, 0.21)", "0.55, 0.35", mask) == 1.0
+    assert Q.score("point_object", "0.45, 0.35", "0.55, 0.35", mask) == 0.0
+    assert Q.score("point_object", "55, 35", "0.55, 0.35", mask) == 0.0  # not a fraction
+    assert Q.score("point_object", "0.55", "0.55, 0.35", mask) == 0.0
+    assert Q.point_in_mask(f"{Q.point_inside(mask)[0]:.2f}, {Q.point_inside(mask)[1]:.2f}", mask)
+    with pytest.raises(ValueError, match="mask"):
+        Q.score("point_object", "0.55, 0.35", "0.55, 0.35")
 
 
 # -- dataset, spatial stage, benchmark --------------------------------------------------------

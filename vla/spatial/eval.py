@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from .questions import NUMERIC, TASK_TYPES, score
+from .questions import NUMERIC, POINTING, TASK_TYPES, score
 
 
 def spread(records: list, n: int | None) -> list:
@@ -39,7 +39,7 @@ def blind_answers(train_records: list[dict]) -> dict[str, str]:
         answers = [r["answer"] for r in train_records if r["task_type"] == t]
         if not answers:
             continue
-        if t in NUMERIC:
+        if t in NUMERIC or t in POINTING:
             med = np.median(np.array([parse_numbers(a) for a in answers]), axis=0)
             out[t] = ", ".join(f"{x:.2f}" for x in np.atleast_1d(med))
         else:
@@ -56,16 +56,19 @@ def benchmark(model, samples, train_records: list[dict], batch_size: int = 8) ->
     with torch.no_grad():
         for i in tqdm(range(0, len(samples), batch_size), desc="spatial eval", unit="batch", leave=False):
             batch = [samples[j] for j in range(i, min(i + batch_size, len(samples)))]
-            choice = [s for s in batch if s["task_type"] not in NUMERIC]
-            numeric = [s for s in batch if s["task_type"] in NUMERIC]
+            generated = NUMERIC | POINTING
+            choice = [s for s in batch if s["task_type"] not in generated]
+            numeric = [s for s in batch if s["task_type"] in generated]
             preds = dict(zip([s["id"] for s in choice], model.choose(choice) if choice else []))
             preds.update(zip([s["id"] for s in numeric], model.generate(numeric) if numeric else []))
             for s in batch:
                 t = s["task_type"]
+                mask = s.get("mask")
+                # chance of a point: a uniformly random one lands in the mask as often as the mask covers the image
+                chance = None if t in NUMERIC else float(mask.mean()) if t in POINTING else 1.0 / len(s["choices"])
                 rows.append({"id": s["id"], "task_type": t, "prediction": preds[s["id"]], "answer": s["answer"],
-                             "score": score(t, preds[s["id"]], s["answer"]),
-                             "chance": None if t in NUMERIC else 1.0 / len(s["choices"]),
-                             "blind": score(t, blind[t], s["answer"]) if t in blind else None})
+                             "score": score(t, preds[s["id"]], s["answer"], mask), "chance": chance,
+                             "blind": score(t, blind[t], s["answer"], mask) if t in blind else None})
     return rows
 
 
@@ -80,14 +83,19 @@ def summarize(rows: list[dict]) -> dict:
     for t in TASK_TYPES:
         rs = [r for r in rows if r["task_type"] == t]
         if rs:
-            by_type[t] = {"n": len(rs), "metric": "MRA" if t in NUMERIC else "accuracy",
+            by_type[t] = {"n": len(rs), "metric": "MRA" if t in NUMERIC else "in mask" if t in POINTING else "accuracy",
                           "score": float(np.mean([r["score"] for r in rs])),
                           "chance": _mean([r["chance"] for r in rs]), "blind": _mean([r["blind"] for r in rs])}
-    def mean_of(numeric: bool, key: str) -> float | None:
-        return _mean([v[key] for t, v in by_type.items() if (t in NUMERIC) == numeric])
-    overall = {"choice_accuracy": mean_of(False, "score"), "choice_chance": mean_of(False, "chance"),
-               "choice_blind": mean_of(False, "blind"), "numeric_mra": mean_of(True, "score"),
-               "numeric_blind": mean_of(True, "blind"), "n": len(rows)}
+    kinds = {"choice": lambda t: t not in NUMERIC and t not in POINTING, "numeric": NUMERIC.__contains__,
+             "pointing": POINTING.__contains__}
+
+    def mean_of(kind: str, key: str) -> float | None:
+        return _mean([v[key] for t, v in by_type.items() if kinds[kind](t)])
+    overall = {"choice_accuracy": mean_of("choice", "score"), "choice_chance": mean_of("choice", "chance"),
+               "choice_blind": mean_of("choice", "blind"), "numeric_mra": mean_of("numeric", "score"),
+               "numeric_blind": mean_of("numeric", "blind"), "pointing_accuracy": mean_of("pointing", "score"),
+               "pointing_chance": mean_of("pointing", "chance"), "pointing_blind": mean_of("pointing", "blind"),
+               "n": len(rows)}
     return {"by_type": by_type, "overall": overall}
 
 
@@ -100,9 +108,12 @@ def markdown(summary: dict, title: str) -> str:
     for t, v in summary["by_type"].items():
         lines.append(f"| {t} | {v['n']} | {v['metric']} | {v['score']:.3f} | {f(v['chance'])} | {f(v['blind'])} |")
     o = summary["overall"]
-    lines.append(f"| **multiple choice (mean over types)** | | accuracy | **{o['choice_accuracy']:.3f}** | "
-                 f"{f(o['choice_chance'])} | {f(o['choice_blind'])} |")
-    lines.append(f"| **numeric (mean over types)** | | MRA | **{o['numeric_mra']:.3f}** | - | {f(o['numeric_blind'])} |")
+    for kind, metric in (("choice", "accuracy"), ("numeric", "MRA"), ("pointing", "in mask")):
+        key = {"choice": "choice_accuracy", "numeric": "numeric_mra", "pointing": "pointing_accuracy"}[kind]
+        if o[key] is not None:
+            name = {"choice": "multiple choice", "numeric": "numeric", "pointing": "pointing"}[kind]
+            lines.append(f"| **{name} (mean over types)** | | {metric} | **{o[key]:.3f}** | "
+                         f"{f(o.get(kind + '_chance'))} | {f(o[kind + '_blind'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
-from .questions import scene_questions
+from .questions import TASK_TYPES, scene_questions
 from .scene import add_camera_motion, capture, randomize
 
 COLUMNS = ("id", "split", "task_type", "question", "answer", "choices", "images", "suite", "task_index", "scene_seed", "gt")
@@ -39,6 +39,7 @@ def shard_path(out: Path, n: int) -> Path:
 
 def generate_shard(env, cfg, suite: str, task_index: int, n: int, out: Path) -> list[dict]:
     rows = []
+    task_types = tuple(cfg.task_types) if cfg.get("task_types") else TASK_TYPES
     image_dir = out / "images" / f"shard-{n:05d}"
     image_dir.mkdir(parents=True, exist_ok=True)
     for s in range(cfg.scenes_per_shard):
@@ -46,14 +47,19 @@ def generate_shard(env, cfg, suite: str, task_index: int, n: int, out: Path) -> 
         rng = np.random.default_rng(seed)
         randomize(env, rng, joint_noise=cfg.joint_noise)
         scene = capture(env, suite, task_index, seed, cfg.resolution)
-        add_camera_motion(env, scene, rng, cfg.resolution)
-        for q in scene_questions(scene, rng):
+        if "camera_motion" in task_types:  # one more render per scene
+            add_camera_motion(env, scene, rng, cfg.resolution)
+        for q in scene_questions(scene, rng, task_types):
             rid = f"{n:05d}-{len(rows):04d}"
             paths = []
             for i, image in enumerate(q.pop("images")):
                 path = image_dir / f"{rid}_{i}.png"
                 Image.fromarray(image).save(path)
                 paths.append(str(path.relative_to(out)))
+            if "mask" in q:  # a pointing answer's object mask, what it is scored against
+                path = image_dir / f"{rid}_mask.png"
+                Image.fromarray(q.pop("mask").astype(np.uint8) * 255).save(path)
+                q["gt"]["mask"] = str(path.relative_to(out))
             rows.append({"id": rid, "split": split_of(task_index, cfg.test_every), **q, "images": paths, "suite": suite,
                          "task_index": task_index, "scene_seed": seed, "gt": json.dumps(q["gt"])})
     return rows
@@ -84,10 +90,19 @@ def load_images(root: str | Path, record: dict) -> list[np.ndarray]:
     return [np.asarray(Image.open(Path(root) / p).convert("RGB")) for p in record["images"]]
 
 
+def load_mask(root: str | Path, record: dict) -> np.ndarray | None:
+    """The boolean object mask a pointing answer is scored against (None for other questions)."""
+    path = record["gt"].get("mask")
+    return None if path is None else np.asarray(Image.open(Path(root) / path)) > 127
+
+
 def generate(cfg: DictConfig) -> Path:
     from envs.libero_env import LiberoEnv
     from envs.suites import get_suite
 
+    unknown = sorted(set(cfg.get("task_types") or ()) - set(TASK_TYPES))
+    if unknown:
+        raise ValueError(f"task_types: unknown question types {unknown}; known: {list(TASK_TYPES)}")
     suite = get_suite(cfg.suite.name)
     out = Path(cfg.out)
     have = 0
@@ -115,7 +130,10 @@ def generate(cfg: DictConfig) -> Path:
 
 @hydra.main(config_path="../../configs", config_name="spatial", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    generate(cfg)
+    try:
+        generate(cfg)
+    except ValueError as e:
+        raise SystemExit(f"vla.spatial.generate: {e}") from None
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from torch import nn
 
 from policies.backbone import BACKBONE_MARKER, Backbone, image_inputs, left_pad
 
-from .generate import load_images
+from .generate import load_images, load_mask
 
 
 class SpatialVQA(nn.Module):
@@ -125,7 +125,7 @@ class SpatialSamples:
 
     def __getitem__(self, i: int) -> dict:
         r = self.records[i]
-        return {**r, "images": load_images(self.root, r)}
+        return {**r, "images": load_images(self.root, r), "mask": load_mask(self.root, r)}
 
 
 def build_vqa_model(model_cfg: dict, seed: int):

@@ -23,8 +23,16 @@ MARGIN = {"depth_order": 0.05, "lateral": 0.03}
 MOTIONS = ("left", "right", "up", "down", "forward", "backward", "turned left", "turned right")
 SINGLE_VIEW = ("depth", "closer", "distance", "left_right", "above_below", "front_behind", "position")
 MULTI_VIEW = ("correspondence", "visibility", "camera_motion", "gripper_direction", "gripper_distance")
-TASK_TYPES = SINGLE_VIEW + MULTI_VIEW
-NUMERIC = {"depth", "distance", "position", "gripper_distance"}
+# grounding: what the task's own instruction refers to (its BDDL goal's object and target), asked
+# with the instruction in the question and no visual prompt, as the policy must find it
+ROLES = ("object", "target")
+GROUNDING = tuple(f"{kind}_{role}" for role in ROLES for kind in ("point", "choose", "position", "direction", "distance"))
+TASK_TYPES = SINGLE_VIEW + MULTI_VIEW + GROUNDING
+NUMERIC = {"depth", "distance", "position", "gripper_distance", *(f"{k}_{r}" for k in ("position", "distance") for r in ROLES)}
+POINTING = {f"point_{r}" for r in ROLES}  # "x, y" in [0, 1] image coordinates, right when inside the object's mask
+WORLD_CAMERAS = ("agentview", "frontview", "sideview", "birdview")
+ROLE_WORDS = {"object": "the object the task manipulates", "target": "the place where the task puts it"}
+DIRECTIONS = ("in front of", "behind", "to the left of", "to the right of", "above", "below")
 
 
 def readable(name: str) -> str:
@@ -65,6 +73,11 @@ class QuestionMaker:
         self.single_views = [v for v in scene.views.values() if len(_visible(v)) >= 2]
 
     def make(self, task_type: str) -> dict | None:
+        if task_type in GROUNDING:
+            kind, role = task_type.split("_")
+            if role not in self.scene.roles:
+                return None
+            return getattr(self, f"ground_{kind}")(role)
         if task_type in SINGLE_VIEW:
             if not self.single_views:
                 return None
@@ -185,31 +198,30 @@ class QuestionMaker:
         return _record("camera_motion", q, label, [v1.image, v2.image],
                        {"camera": v1.camera, "translation": list(map(float, translation)), "yaw": float(yaw)}, choices=MOTIONS)
 
+    def _offset_from_gripper(self, k: int) -> np.ndarray:
+        """Object k's centre minus the gripper's, in the robot-base frame (x forward, y left, z up)."""
+        return (self.scene.centers[k - 1] - self.scene.gripper) @ self.scene.base_pose[:3, :3]
+
+    def _policy_images(self) -> list[np.ndarray]:
+        return [self.scene.views["agentview"].image, self.scene.views["robot0_eye_in_hand"].image]
+
     def _gripper_object(self):
         view = self.scene.views["agentview"]
         vis = _visible(view)
         if not vis:
             return None, None, None
         k = int(self.rng.choice(vis))
-        base = self.scene.base_pose
-        offset = (self.scene.centers[k - 1] - self.scene.gripper) @ base[:3, :3]  # robot-base frame
-        return view, k, offset
+        return view, k, self._offset_from_gripper(k)
 
     def gripper_direction(self):
         view, k, offset = self._gripper_object()
-        if view is None:
+        if view is None or (answer := direction_word(offset)) is None:
             return None
-        order = np.argsort(-np.abs(offset))
-        if abs(offset[order[0]]) < 0.05 or abs(offset[order[0]]) < 1.5 * abs(offset[order[1]]):
-            return None  # no single dominant direction
-        axis = int(order[0])
-        answer = [("behind", "in front of"), ("to the right of", "to the left of"), ("below", "above")][axis][int(offset[axis] > 0)]
-        choices = ("in front of", "behind", "to the left of", "to the right of", "above", "below")
         q = ("In the robot's frame (forward is away from its base), where is the object at the red point relative to "
              "the gripper: in front of, behind, to the left of, to the right of, above or below it?")
         return _record("gripper_direction", q, answer, [draw_marks(view.image, [(view.mark_pixel(k), "red")]),
                                                         self.scene.views["robot0_eye_in_hand"].image],
-                       {"object": self.scene.objects[k - 1], "offset_base": offset.round(4).tolist()}, choices=choices)
+                       {"object": self.scene.objects[k - 1], "offset_base": offset.round(4).tolist()}, choices=DIRECTIONS)
 
     def gripper_distance(self):
         view, k, offset = self._gripper_object()
@@ -220,6 +232,108 @@ class QuestionMaker:
         return _record("gripper_distance", q, _num(d), [draw_marks(view.image, [(view.mark_pixel(k), "red")]),
                                                         self.scene.views["robot0_eye_in_hand"].image],
                        {"object": self.scene.objects[k - 1], "value": d})
+
+    # -- grounding: the instruction's own object and target ---------------------------------
+    def _task(self, role: str) -> tuple[str, int]:
+        return f'Task: "{self.scene.instruction}".', self.scene.index(self.scene.roles[role])
+
+    def _views_showing(self, k: int) -> list[View]:
+        return [self.scene.views[c] for c in WORLD_CAMERAS
+                if c in self.scene.views and self.scene.views[c].visible(k) >= MIN_VISIBLE_PIXELS]
+
+    def ground_point(self, role: str):
+        task, k = self._task(role)
+        views = self._views_showing(k)
+        if not views:
+            return None
+        view = views[self.rng.integers(len(views))]
+        mask = view.labels == k
+        x, y = point_inside(mask)
+        q = f"{task} Where in the image is {ROLE_WORDS[role]}? Point to it: x, y as fractions of the image's width and height."
+        return {**_record(f"point_{role}", q, f"{x:.2f}, {y:.2f}", [view.image],
+                          {"camera": view.camera, "object": self.scene.objects[k - 1], "pixels": int(mask.sum())}),
+                "mask": mask}
+
+    def ground_choose(self, role: str):
+        """The referred object among up to 4 marked candidates, other objects of its kind first."""
+        task, k = self._task(role)
+        views = [v for v in self._views_showing(k) if len(_visible(v)) >= 2]
+        if not views:
+            return None
+        view = views[self.rng.integers(len(views))]
+        others = [j for j in _visible(view) if j != k]
+        kind = readable(self.scene.objects[k - 1])
+        same = [j for j in others if readable(self.scene.objects[j - 1]) == kind]
+        rest = [j for j in others if j not in same]
+        picks = list(self.rng.permutation(same)) + list(self.rng.permutation(rest))
+        candidates = [k] + [int(j) for j in picks[:3]]
+        colors = list(COLORS)[: len(candidates)]
+        order = self.rng.permutation(len(candidates))
+        marks = [(view.mark_pixel(candidates[o]), colors[n]) for n, o in enumerate(order)]
+        answer = colors[int(np.nonzero(order == 0)[0][0])]
+        q = f"{task} Which coloured point marks {ROLE_WORDS[role]}: the {', '.join(colors[:-1])} or {colors[-1]} one?"
+        return _record(f"choose_{role}", q, answer, [draw_marks(view.image, marks)],
+                       {"camera": view.camera, "object": self.scene.objects[k - 1],
+                        "candidates": {colors[n]: self.scene.objects[candidates[o] - 1] for n, o in enumerate(order)}},
+                       choices=colors)
+
+    def ground_position(self, role: str):
+        task, k = self._task(role)
+        p = (self.scene.centers[k - 1] - self.scene.base_pose[:3, 3]) @ self.scene.base_pose[:3, :3]
+        q = (f"{task} Where is {ROLE_WORDS[role]} in the robot's base frame (x forward, y left, z up)? "
+             "Answer x, y, z in metres.")
+        return _record(f"position_{role}", q, ", ".join(_num(x) for x in p), self._policy_images(),
+                       {"object": self.scene.objects[k - 1], "value": p.round(4).tolist()})
+
+    def ground_direction(self, role: str):
+        task, k = self._task(role)
+        offset = self._offset_from_gripper(k)
+        if (answer := direction_word(offset)) is None:
+            return None
+        q = (f"{task} In the robot's frame (forward is away from its base), where is {ROLE_WORDS[role]} relative to "
+             "the gripper: in front of, behind, to the left of, to the right of, above or below it?")
+        return _record(f"direction_{role}", q, answer, self._policy_images(),
+                       {"object": self.scene.objects[k - 1], "offset_base": offset.round(4).tolist()}, choices=DIRECTIONS)
+
+    def ground_distance(self, role: str):
+        task, k = self._task(role)
+        d = float(np.linalg.norm(self._offset_from_gripper(k)))
+        q = f"{task} How far is {ROLE_WORDS[role]} from the gripper, in metres?"
+        return _record(f"distance_{role}", q, _num(d), self._policy_images(),
+                       {"object": self.scene.objects[k - 1], "value": d})
+
+
+def direction_word(offset: np.ndarray) -> str | None:
+    """The dominant direction of a robot-base-frame offset, or None when no axis clearly dominates
+    (the largest component under 5 cm or under 1.5x the second)."""
+    order = np.argsort(-np.abs(offset))
+    if abs(offset[order[0]]) < 0.05 or abs(offset[order[0]]) < 1.5 * abs(offset[order[1]]):
+        return None
+    axis = int(order[0])
+    return [("behind", "in front of"), ("to the right of", "to the left of"), ("below", "above")][axis][int(offset[axis] > 0)]
+
+
+def point_inside(mask: np.ndarray) -> tuple[float, float]:
+    """Normalised (x, y), written with 2 decimals, that lands inside the mask: the mask pixel nearest
+    its centroid whose rounded coordinates still fall on the mask."""
+    vs, us = np.nonzero(mask)
+    h, w = mask.shape
+    for j in np.argsort((us - us.mean()) ** 2 + (vs - vs.mean()) ** 2):
+        x, y = round((us[j] + 0.5) / w, 2), round((vs[j] + 0.5) / h, 2)
+        if point_in_mask(f"{x:.2f}, {y:.2f}", mask):
+            return x, y
+    raise ValueError("no pixel of the mask survives rounding to 2 decimals")
+
+
+def point_in_mask(prediction: str, mask: np.ndarray) -> bool:
+    nums = parse_numbers(prediction)
+    if len(nums) < 2:
+        return False
+    h, w = mask.shape
+    x, y = nums[:2]
+    if not (0 <= x <= 1 and 0 <= y <= 1):
+        return False
+    return bool(mask[min(int(y * h), h - 1), min(int(x * w), w - 1)])
 
 
 def scene_questions(scene: Scene, rng: np.random.Generator, task_types=TASK_TYPES) -> list[dict]:
@@ -245,9 +359,14 @@ def mean_relative_accuracy(pred: float, truth: float) -> float:
     return _mra(abs(pred - truth) / max(abs(truth), 1e-6))
 
 
-def score(task_type: str, prediction: str, answer: str) -> float:
+def score(task_type: str, prediction: str, answer: str, mask: np.ndarray | None = None) -> float:
     """1/0 for a multiple-choice answer, MRA in [0, 1] for a numeric one (a vector by its relative
-    Euclidean error). An unparseable numeric prediction scores 0."""
+    Euclidean error), 1/0 for a point by whether it lands inside the object's mask. An unparseable
+    numeric prediction or point scores 0."""
+    if task_type in POINTING:
+        if mask is None:
+            raise ValueError(f"a {task_type} answer is scored against the object's mask; none was given")
+        return float(point_in_mask(prediction, mask))
     if task_type in NUMERIC:
         truth, pred = np.array(parse_numbers(answer)), np.array(parse_numbers(prediction))
         if len(pred) < len(truth):

@@ -50,6 +50,30 @@ class Scene:
     base_pose: np.ndarray  # 4x4 world-from-robot-base (x forward, y left, z up)
     views: dict[str, View] = field(default_factory=dict)
     motion: tuple | None = None  # (view before, view after, label, translation, yaw): add_camera_motion
+    instruction: str = ""
+    # what the instruction refers to, by the task's one-predicate BDDL goal: "object" (its first
+    # argument) and, for on/in goals, "target" (its place; a fixture's region counts as the fixture)
+    roles: dict[str, str] = field(default_factory=dict)
+
+    def index(self, name: str) -> int:
+        """The 1-based segmentation label of an object."""
+        return self.objects.index(name) + 1
+
+
+def goal_roles(goal: list[str], objects: list[str]) -> dict[str, str]:
+    """{"object": name[, "target": name]} of one BDDL goal predicate, e.g. ['on', 'akita_black_bowl_1',
+    'plate_1'] or ['in', 'bowl_1', 'wooden_cabinet_1_top_region'] (-> target 'wooden_cabinet_1')."""
+    def resolve(name: str) -> str | None:
+        if name in objects:
+            return name
+        owners = [o for o in objects if name.startswith(o + "_")]
+        return max(owners, key=len) if owners else None
+
+    roles = {}
+    for role, arg in zip(("object", "target"), goal[1:3]):
+        if resolve(arg) is not None:
+            roles[role] = resolve(arg)
+    return roles
 
 
 def render_view(env, camera: str, resolution: int) -> View:
@@ -85,7 +109,11 @@ def capture(env, suite: str, task_index: int, seed: int, resolution: int, camera
     base_pose = np.eye(4)
     base_pose[:3, :3] = rs.sim.data.body_xmat[base].reshape(3, 3)
     base_pose[:3, 3] = rs.sim.data.body_xpos[base]
-    scene = Scene(suite, task_index, seed, objects, centers, gripper, base_pose)
+    goals = rs.parsed_problem["goal_state"]
+    # a chained goal ("put both the soup and the sauce in the basket") has no single referred object
+    roles = goal_roles(goals[0], objects) if len(goals) == 1 else {}
+    scene = Scene(suite, task_index, seed, objects, centers, gripper, base_pose, instruction=env.task.instruction,
+                  roles=roles)
     for c in cameras:
         scene.views[c] = render_view(env, c, resolution)
     return scene

@@ -45,7 +45,8 @@ def spatial_stage(cfg: DictConfig, config_yaml: str, out: Path | None = None):
         finally:
             model.train()
         overall = summarize(rows)["overall"]
-        return {"spatial/choice_accuracy": overall["choice_accuracy"], "spatial/numeric_mra": overall["numeric_mra"]}
+        keys = ("choice_accuracy", "numeric_mra", "pointing_accuracy")
+        return {f"spatial/{k}": overall[k] for k in keys if overall[k] is not None}
 
     n_eval = int(cfg.train.get("eval_questions", 0) or 0)
     return Stage(model, SpatialSamples(cfg.train.dataset, train_records), lambda samples: model.encode(samples),
