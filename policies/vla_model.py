@@ -75,8 +75,8 @@ def extra_tokens(spec: PolicySpec) -> list[str]:
     return [STATE_TOKEN, ACTION_PAD_TOKEN] + added
 
 
-class _ActionIdsOnly(LogitsProcessor):
-    """Constrained decoding: every id but the 256 action ids gets -inf."""
+class AllowedTokens(LogitsProcessor):
+    """Constrained decoding: every id but the allowed ones (e.g. the 256 action ids) gets -inf."""
 
     def __init__(self, ids: torch.Tensor):
         self.ids = ids
@@ -306,7 +306,7 @@ class VLAModel(nn.Module):
         try:
             out = self.lm.generate(**self._model_inputs(batch), max_new_tokens=n, min_new_tokens=n,
                                    do_sample=False, use_cache=True, pad_token_id=self.pad_id,
-                                   logits_processor=LogitsProcessorList([_ActionIdsOnly(self.action_ids)]))
+                                   logits_processor=LogitsProcessorList([AllowedTokens(self.action_ids)]))
         finally:
             self._inject = {}
         return out[:, -n:].cpu().numpy()

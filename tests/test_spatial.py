@@ -271,7 +271,7 @@ def spatial_dataset(tmp_path_factory):
     from vla.spatial.generate import generate
 
     root = tmp_path_factory.mktemp("spatial") / "libero_spatial"
-    generate(spatial_cfg(root, 30))  # shard 0 (task 0, train) and shard 1 (task 1, test)
+    generate(spatial_cfg(root, 60))  # shard 0 (task 0, train) and shard 1 (task 1, test)
     return root
 
 
@@ -286,7 +286,7 @@ def test_generator_writes_splits_by_task_and_resumes_without_duplicates(spatial_
     assert all(im.shape == (128, 128, 3) for im in load_images(spatial_dataset, records[0]))
     # a run killed before shard 1 was written: rerunning regenerates exactly the same records
     shard_path(spatial_dataset, 1).unlink()
-    generate(spatial_cfg(spatial_dataset, 30))
+    generate(spatial_cfg(spatial_dataset, 60))
     again = read_records(spatial_dataset)
     assert [(r["id"], r["question"], r["answer"]) for r in again] == [(r["id"], r["question"], r["answer"]) for r in records]
 
@@ -300,6 +300,7 @@ def test_spatial_stage_learns_and_its_checkpoint_starts_the_action_stage(spatial
     from conftest import load_config
     from policies.checkpoint import load_model_from_checkpoint
     from vla.spatial.eval import evaluate
+    from vla.spatial.generate import read_records
     from vla.spatial.model import build_vqa_model
     from vla.train import train
 
@@ -316,11 +317,12 @@ def test_spatial_stage_learns_and_its_checkpoint_starts_the_action_stage(spatial
                             f"backbone_checkpoint={ckpt}", f"train.dataset={demo_dataset}", "train.max_steps=1",
                             "train.lr=1e-12", f"train.output_dir={tmp_path / 'action'}"))
     policy = load_model_from_checkpoint(act)
-    tuned = build_vqa_model({**OmegaConf.to_container(load_config(*tiny).model), "pretrained": str(ckpt)}, 0)
+    records = read_records(spatial_dataset, "train")
+    tuned = build_vqa_model({**OmegaConf.to_container(load_config(*tiny).model), "pretrained": str(ckpt)}, 0, records)
     w_tuned = tuned.lm.model.visual.patch_embed.proj.weight
     w_policy = policy.lm.model.visual.patch_embed.proj.weight
     assert torch.allclose(w_tuned, w_policy, atol=1e-6)
-    untuned = build_vqa_model(OmegaConf.to_container(load_config(*tiny).model), 0)
+    untuned = build_vqa_model(OmegaConf.to_container(load_config(*tiny).model), 0, records)
     assert not torch.allclose(untuned.lm.model.visual.patch_embed.proj.weight, w_policy, atol=1e-6)
 
     # the benchmark scores the checkpoint on the held-out split and writes its table
@@ -336,3 +338,41 @@ def test_spatial_stage_learns_and_its_checkpoint_starts_the_action_stage(spatial
     assert 0 <= summary["overall"]["choice_accuracy"] <= 1 and (tmp_path / "eval" / "summary.md").is_file()
     with pytest.raises(ValueError, match="not a spatial-stage checkpoint"):
         evaluate(OmegaConf.merge(ecfg, {"checkpoint": str(tmp_path)}))
+
+
+def test_cotraining_mixes_spatial_questions_into_the_action_loop_and_resumes_exactly(spatial_dataset, demo_dataset, tmp_path):
+    import json
+    import shutil
+
+    from conftest import load_config
+    from vla.train import TrainError, train
+
+    args = ["model.vocab=bytes", "train.resolution=64", "train.num_threads=1", "train.eval_trials_per_task=0",
+            "head=parallel", "train.freeze_embeddings=true", f"train.dataset={demo_dataset}", "train.batch_size=4",
+            "train.max_steps=40", "train.save_every=20", "train.lr=2e-3", "train.warmup_steps=2",
+            f"train.spatial_dataset={spatial_dataset}", "train.cotrain_spatial=1"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    train(load_config(*args, f"train.output_dir={whole}"))
+    lines = [json.loads(l) for l in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 40
+    for l in lines:  # each step: the action loss plus the loss of its 4 spatial questions
+        assert l["loss"] == pytest.approx(l["action_loss"] + l["spatial_loss"], abs=1e-4)
+    spatial = [l["spatial_loss"] for l in lines]
+    assert np.mean(spatial[-5:]) < 0.7 * np.mean(spatial[:5]), spatial
+
+    # killed after step 20: the resumed run continues both curves exactly (the answer rows and the
+    # questions' token rows travel in the compact checkpoint)
+    shutil.copytree(whole, killed)
+    shutil.rmtree(killed / "checkpoints" / "step_000040")
+    train(load_config(*args, f"train.output_dir={killed}"))
+    strip = lambda path: [{k: v for k, v in json.loads(l).items() if not k.endswith("_s")}
+                          for l in (path / "metrics.jsonl").read_text().splitlines()]
+    assert strip(killed) == strip(whole)
+
+    with pytest.raises(TrainError, match="cotrain_spatial"):  # the same folder without co-training is another run
+        train(load_config(*args[:-1], "train.max_steps=50", f"train.output_dir={whole}"))
+    with pytest.raises(TrainError, match="cotrain_spatial=1.5"):
+        train(load_config(*args[:-1], "train.cotrain_spatial=1.5", f"train.output_dir={tmp_path / 'bad'}"))
+    with pytest.raises(TrainError, match="spatial_dataset.*no spatial dataset"):
+        train(load_config(*args[:-2], f"train.spatial_dataset={tmp_path / 'none'}", "train.cotrain_spatial=1",
+                          f"train.output_dir={tmp_path / 'bad'}"))

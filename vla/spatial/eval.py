@@ -133,7 +133,7 @@ def evaluate(cfg: DictConfig) -> dict:
     out = Path(cfg.out or f"outputs/spatial_eval/{cfg.suite.name}-{name}")
     records = spread(read_records(cfg.dataset, cfg.split), cfg.max_questions)
     train_records = read_records(cfg.dataset, "train")
-    model = build_vqa_model(model_cfg, cfg.seed).eval()
+    model = build_vqa_model(model_cfg, cfg.seed, train_records).eval()
     rows = benchmark(model, SpatialSamples(cfg.dataset, records), train_records, cfg.batch_size)
     summary = summarize(rows)
     out.mkdir(parents=True, exist_ok=True)

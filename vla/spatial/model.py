@@ -17,7 +17,12 @@ from .generate import load_images, load_mask
 
 
 class SpatialVQA(nn.Module):
-    def __init__(self, backbone: Backbone):
+    """Answers are scored and decoded over the answer vocabulary only (every token of the training
+    answers and choices, and the end token): its LM-head rows are the trainable `answer_head`, so
+    AdamW never walks the 151k-row head (on a CPU that would double a step); they are written back
+    into the head when the backbone is saved."""
+
+    def __init__(self, backbone: Backbone, answer_texts: list[str]):
         super().__init__()
         self.lm, self.family = backbone.model, backbone.family
         self.tokenizer, self.image_processor = backbone.tokenizer, backbone.image_processor
@@ -25,6 +30,31 @@ class SpatialVQA(nn.Module):
         tok = self.tokenizer
         self.pad_id, self.image_token_id = tok.pad_token_id, tok.convert_tokens_to_ids("<|image_pad|>")
         self.end_ids = tuple(tok("<|im_end|>", add_special_tokens=False)["input_ids"])
+        ids = sorted({i for t in answer_texts for i in tok(t, add_special_tokens=False)["input_ids"]} | set(self.end_ids))
+        self.register_buffer("answer_ids", torch.as_tensor(ids), persistent=False)
+        position = torch.full((len(tok),), -1, dtype=torch.long)
+        position[self.answer_ids] = torch.arange(len(ids))
+        self.register_buffer("answer_position", position, persistent=False)  # token id -> answer_head row
+        # the full head gets no gradient from these answers: AdamW skips it
+        self.answer_head = nn.Parameter(self.lm.get_output_embeddings().weight.detach()[self.answer_ids].clone())
+
+    def head_to_lm(self) -> None:
+        """Write the trained answer rows into the LM head (before saving the backbone)."""
+        with torch.no_grad():
+            self.lm.get_output_embeddings().weight[self.answer_ids] = self.answer_head.to(self.lm.dtype)
+
+    def head_from_lm(self) -> None:
+        """Read the answer rows back from the LM head (after loading the backbone's weights)."""
+        with torch.no_grad():
+            self.answer_head.copy_(self.lm.get_output_embeddings().weight[self.answer_ids])
+
+    def used_token_ids(self, records: list[dict]) -> set[int]:
+        """Every text token id the questions and answers of these records use (what a compact
+        checkpoint of a co-trained policy must keep)."""
+        ids = {int(i) for i in self.answer_ids}
+        for r in records:
+            ids.update(self.tokenizer(r["question"], add_special_tokens=False)["input_ids"])
+        return ids | set(self._prompt((1,), ""))
 
     @property
     def device(self) -> torch.device:
@@ -69,8 +99,11 @@ class SpatialVQA(nn.Module):
         predicts = torch.zeros_like(target)
         predicts[:, :-1] = target[:, 1:]  # position t predicts token t + 1
         hidden = out.last_hidden_state[predicts]
-        logits = self.lm.get_output_embeddings()(hidden).float()
-        ids = batch["input_ids"].to(self.device)[target]
+        logits = (hidden @ self.answer_head.to(hidden.dtype).T).float()
+        ids = self.answer_position[batch["input_ids"].to(self.device)[target]]
+        if (ids < 0).any():
+            unknown = batch["input_ids"].to(self.device)[target][ids < 0].unique().tolist()
+            raise ValueError(f"answer tokens outside the answer vocabulary: {self.tokenizer.convert_ids_to_tokens(unknown)}")
         logp = F.log_softmax(logits, -1).gather(1, ids[:, None])[:, 0]
         rows = torch.nonzero(target)[:, 0]
         return logp, rows, logits.argmax(-1) == ids
@@ -94,14 +127,22 @@ class SpatialVQA(nn.Module):
 
     @torch.no_grad()
     def generate(self, samples: list[dict], max_new_tokens: int = 16) -> list[str]:
+        """Greedy decoding over the answer vocabulary (its rows of the head are the answer_head's)."""
+        from transformers import LogitsProcessorList
+
+        from policies.vla_model import AllowedTokens
+
         batch = self.encode(samples, with_answers=False)
+        self.head_to_lm()
         ids = self.lm.generate(**self._inputs(batch), max_new_tokens=max_new_tokens, do_sample=False,
-                               pad_token_id=self.pad_id, eos_token_id=list(self.end_ids))
+                               pad_token_id=self.pad_id, eos_token_id=list(self.end_ids),
+                               logits_processor=LogitsProcessorList([AllowedTokens(self.answer_ids)]))
         new = ids[:, batch["input_ids"].shape[1]:]
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
 
     def save(self, path: Path) -> None:
         """A Hugging Face model folder (what `model.pretrained=` and `backbone_checkpoint=` load)."""
+        self.head_to_lm()
         self.lm.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         self.image_processor.save_pretrained(path)
@@ -112,6 +153,7 @@ class SpatialVQA(nn.Module):
 
         saved = AutoModelForImageTextToText.from_pretrained(path, dtype=self.lm.dtype)
         self.lm.load_state_dict(saved.state_dict())
+        self.head_from_lm()
 
 
 class SpatialSamples:
@@ -128,7 +170,12 @@ class SpatialSamples:
         return {**r, "images": load_images(self.root, r), "mask": load_mask(self.root, r)}
 
 
-def build_vqa_model(model_cfg: dict, seed: int):
+def answer_texts(records: list[dict]) -> list[str]:
+    """What the answer vocabulary is made of: every answer and choice of these (training) records."""
+    return sorted({r["answer"] for r in records} | {c for r in records for c in r["choices"]})
+
+
+def build_vqa_model(model_cfg: dict, seed: int, train_records: list[dict]):
     from policies.backbone import build_backbone
 
-    return SpatialVQA(build_backbone(model_cfg, [], seed=seed))
+    return SpatialVQA(build_backbone(model_cfg, [], seed=seed), answer_texts(train_records))

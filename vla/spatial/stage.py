@@ -28,7 +28,9 @@ def spatial_stage(cfg: DictConfig, config_yaml: str, out: Path | None = None):
     if not train_records:
         raise TrainError(f"{cfg.train.dataset} has no training-split questions")
     torch.manual_seed(cfg.seed)
-    model = build_vqa_model(OmegaConf.to_container(cfg.model, resolve=True), cfg.seed)
+    model = build_vqa_model(OmegaConf.to_container(cfg.model, resolve=True), cfg.seed, train_records)
+    if cfg.train.freeze_embeddings:  # as in the action stage: AdamW would walk all 151k rows
+        model.lm.get_input_embeddings().weight.requires_grad_(False)
 
     def save(path: Path, state: dict, tensors: dict) -> None:
         def write(tmp: Path) -> None:

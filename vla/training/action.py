@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .loop import Stage, TrainError
@@ -92,10 +93,19 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
     if init is not None and not (init / "model.safetensors").is_file():
         raise TrainError(f"train.init_from={init}: no checkpoint there (model.safetensors missing)")
     model, lora = build_model(cfg, dataset, normalization_from=init)
+    cotrain = SpatialCoTraining(cfg, model) if cfg.train.cotrain_spatial else None
     if init is not None:  # warm start: the weights of a trained policy of the same architecture, a new optimiser
-        resume_weights(model, init)
+        resume_weights(model, init, cotrain)
     # frozen text embeddings: checkpoints keep only the rows the training prompts use (a few MB)
-    vocab_rows = model.used_token_ids(dataset.tasks) if cfg.train.freeze_embeddings and not lora else None
+    vocab_rows = None
+    if cfg.train.freeze_embeddings and not lora:
+        vocab_rows = sorted(set(model.used_token_ids(dataset.tasks)) | (cotrain.token_ids if cotrain else set()))
+
+    def save(path: Path, state: dict, tensors: dict) -> None:
+        if cotrain:
+            cotrain.vqa.head_to_lm()  # its answer rows travel in the policy's LM head
+        save_checkpoint(path, model, config_yaml, lora=lora, trainer_state=state, optimizer_tensors=tensors,
+                        vocab_rows=vocab_rows)
 
     def evaluate(path: Path) -> dict:
         from ..eval import evaluate as run_eval
@@ -106,18 +116,72 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
                                               "out": str(out / "eval" / path.name)}})
         return {f"eval/success_rate_{cfg.train.eval_layouts}_layouts": run_eval(ecfg)["success_rate"]}
 
+    summary = f"head {cfg.head.name}/{cfg.head.output}, chunk {cfg.head.chunk_size}; dataset {dataset.root}: {len(dataset)} frames"
     return Stage(
-        model, dataset, make_collate(model),
-        save=lambda path, state, tensors: save_checkpoint(path, model, config_yaml, lora=lora, trainer_state=state,
-                                                          optimizer_tensors=tensors, vocab_rows=vocab_rows),
-        load=lambda path: resume_weights(model, path),
-        summary=f"head {cfg.head.name}/{cfg.head.output}, chunk {cfg.head.chunk_size}; dataset {dataset.root}: {len(dataset)} frames",
-        accuracy_name="action_token_accuracy", evaluate=evaluate if cfg.train.eval_trials_per_task else None)
+        cotrain.model if cotrain else model, dataset, make_collate(model), save=save,
+        load=lambda path: resume_weights(model, path, cotrain),
+        summary=summary + (f"; {cotrain.summary}" if cotrain else ""),
+        accuracy_name="action_token_accuracy", evaluate=evaluate if cfg.train.eval_trials_per_task else None,
+        extra_inputs=cotrain.inputs if cotrain else None)
 
 
-def resume_weights(model, path: Path) -> None:
+def resume_weights(model, path: Path, cotrain: "SpatialCoTraining | None" = None) -> None:
     from policies.checkpoint import load_weights
 
     missing, unexpected = load_weights(model, path / "model.safetensors")
     if missing or unexpected:
         raise TrainError(f"{path} does not match this run's model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if cotrain:
+        cotrain.vqa.head_from_lm()
+
+
+class CoTrained(torch.nn.Module):
+    """The policy with spatial VQA mixed in: each step's loss is the action loss plus the answer
+    loss on that step's spatial questions, through the same backbone (VST and XVR co-train so)."""
+
+    def __init__(self, policy, vqa):
+        super().__init__()
+        self.policy, self.vqa = policy, vqa
+
+    def forward(self, batch: dict) -> dict:
+        batch = dict(batch)
+        spatial = self.vqa(batch.pop("spatial"))
+        action = self.policy(batch)
+        return {"loss": action["loss"] + spatial["loss"], "accuracy": action["accuracy"],
+                "action_loss": action["loss"].detach(), "spatial_loss": spatial["loss"].detach(),
+                "spatial_answer_accuracy": spatial["accuracy"]}
+
+
+class SpatialCoTraining:
+    """train.cotrain_spatial=f: round(f * train.batch_size) questions from the training split of
+    train.spatial_dataset join every action step (on top of the full action batch)."""
+
+    def __init__(self, cfg: DictConfig, policy):
+        from policies.backbone import Backbone
+
+        from ..spatial.generate import read_records
+        from ..spatial.model import SpatialSamples, SpatialVQA, answer_texts
+
+        fraction = float(cfg.train.cotrain_spatial)
+        if not 0 < fraction <= 1:
+            raise TrainError(f"train.cotrain_spatial={cfg.train.cotrain_spatial}: give a fraction of the batch in (0, 1], or 0 for none")
+        try:
+            records = read_records(cfg.train.spatial_dataset, "train")
+        except FileNotFoundError as e:
+            raise TrainError(f"train.spatial_dataset: {e}") from None
+        if not records:
+            raise TrainError(f"train.spatial_dataset={cfg.train.spatial_dataset} has no training-split questions")
+        backbone = Backbone(policy.lm, policy.tokenizer, policy.image_processor, policy.family, policy.text_vocab_size)
+        self.vqa = SpatialVQA(backbone, answer_texts(records))
+        self.model = CoTrained(policy, self.vqa)
+        self.samples = SpatialSamples(cfg.train.spatial_dataset, records)
+        self.per_step = max(1, round(fraction * cfg.train.batch_size))
+        self.seed = cfg.seed + 1  # its own sample order, independent of the frames'
+        self.token_ids = self.vqa.used_token_ids(records)
+        self.summary = f"co-training with {self.per_step} spatial questions per step from {len(records)} ({self.samples.root})"
+
+    def inputs(self, step: int) -> dict:
+        from .loop import step_indices
+
+        picks = step_indices(len(self.samples), self.per_step, self.seed, step)
+        return {"spatial": self.vqa.encode([self.samples[i] for i in picks])}

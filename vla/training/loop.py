@@ -28,15 +28,19 @@ class TrainError(ValueError):
 
 
 # -- data ----------------------------------------------------------------------------------
+def step_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """The sample indices of one step: epoch e is the permutation seeded by (seed, e). A function
+    of the step number alone, so a resumed run sees exactly the batches it would have."""
+    epoch, k = divmod(step, max(1, n // batch_size))
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return perm[k * batch_size:(k + 1) * batch_size].tolist()
+
+
 def batch_indices(n: int, batch_size: int, seed: int, start_step: int):
-    """Batches of frame indices, step by step: epoch e is the permutation seeded by (seed, e).
-    A function of the step number alone, so a resumed run sees exactly the batches it would have."""
-    per_epoch = max(1, n // batch_size)
+    """step_indices for start_step, start_step + 1, ..."""
     step = start_step
     while True:
-        epoch, k = divmod(step, per_epoch)
-        perm = np.random.default_rng([seed, epoch]).permutation(n)
-        yield perm[k * batch_size:(k + 1) * batch_size].tolist()
+        yield step_indices(n, batch_size, seed, step)
         step += 1
 
 
@@ -106,11 +110,13 @@ class Stage:
     summary: str
     accuracy_name: str
     evaluate: Callable[[Path], dict] | None = None  # checkpoint -> {TensorBoard tag: value}
+    # more inputs for step n (co-training's spatial questions), a function of n alone for exact resume
+    extra_inputs: Callable[[int], dict] | None = None
 
 
 # config keys a resumed run must share with the run that wrote its checkpoint
 RUN_KEYS = {"action": ("model", "head", "train.cameras", "train.resolution", "train.use_state", "train.dataset",
-                       "train.lora"),
+                       "train.lora", "train.cotrain_spatial", "train.spatial_dataset"),
             "spatial": ("model", "train.dataset")}
 
 
@@ -210,12 +216,14 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
     model.train()
     bar = tqdm(total=cfg.train.max_steps, initial=start, desc="train", unit="step", disable=not accelerator.is_main_process)
     t_data = t_step = 0.0
-    window = {"loss": [], "accuracy": []}
+    window: dict[str, list] = {"loss": [], "accuracy": []}
     last = None
     it = iter(loader)
     for step in range(start, cfg.train.max_steps):
         t0 = time.perf_counter()
         batch = next(it)
+        if stage.extra_inputs:
+            batch = {**batch, **stage.extra_inputs(step)}
         t1 = time.perf_counter()
         with accelerator.autocast():
             result = model(batch)
@@ -227,11 +235,11 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
         optimizer.zero_grad(set_to_none=True)
         t2 = time.perf_counter()
         t_data, t_step = t_data + (t1 - t0), t_step + (t2 - t0)
-        loss, acc = result["loss"].item(), result["accuracy"].item()
-        window["loss"].append(loss)
-        window["accuracy"].append(acc)
+        scalars = {k: v.item() for k, v in result.items()}  # loss, accuracy and a stage's parts (e.g. spatial_loss)
+        for k, v in scalars.items():
+            window.setdefault(k, []).append(v)
         if metrics:
-            metrics.write(json.dumps({"step": step + 1, "loss": loss, "accuracy": acc, "lr": scheduler.get_last_lr()[0],
+            metrics.write(json.dumps({"step": step + 1, **scalars, "lr": scheduler.get_last_lr()[0],
                                       "data_s": t1 - t0, "step_s": t2 - t0}) + "\n")
         bar.update(1)
         if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.max_steps:
@@ -241,6 +249,9 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
             if tb:
                 tb.add_scalar("train/loss", l, step + 1)
                 tb.add_scalar(f"train/{stage.accuracy_name}", a, step + 1)
+                for k, v in window.items():
+                    if k not in ("loss", "accuracy"):
+                        tb.add_scalar(f"train/{k}", np.mean(v), step + 1)
                 tb.add_scalar("train/lr", scheduler.get_last_lr()[0], step + 1)
                 tb.add_scalar("train/samples_per_s", sps, step + 1)
                 tb.add_scalar("train/data_loading_share", t_data / max(t_step, 1e-9), step + 1)
