@@ -1,17 +1,34 @@
-"""Does spatial tuning make a better policy? The same demonstrations, action-training steps and
-seed, the tiny backbone with vs without the spatial stage, both evaluated on libero_spatial by
-the batched engine; success with 95% Wilson intervals and the difference with Newcombe's
-interval. The spatial stage's compute is reported separately, and the spatial benchmark (held-out
-scenes) of both backbones is printed too. Every part resumes: rerun the same command after a kill.
+"""Does spatial knowledge make a better policy? Three arms of the CPU recipe that learns, with the
+same 500 demonstrations, action steps, seed and evaluation; only the spatial knowledge differs:
 
-python bench/spatial_ablation.py [dataset=data/libero_spatial_12] [spatial_samples=2000]
-    [spatial_steps=300] [action_steps=3000] [trials_per_task=50] [num_envs=2] [out=outputs/ablation]
-    [base_output=outputs/train/results-libero_spatial-parallel] [tasks=0,1 (default: all 10)]
-Last line: RESULT success_tuned=<f> success_base=<f> delta=<f> ci_low=<f> ci_high=<f>
+  untuned    the recipe as shipped: `recipe=cpu` 4,000 steps, then 7,000 continued from step 4,000
+             (checkpoints/tiny-libero_spatial is its continued step 6,000; its protocol episodes are
+             docs/results/tiny-libero_spatial/episodes.jsonl, reused here unless retrain_untuned=true)
+  tuned      the backbone first tuned on grounding questions (`stage=spatial`, spatial_steps of batch
+             32), then exactly the same action training
+  cotrained  the untuned backbone; the same action training with `train.cotrain_spatial=cotrain`
+             questions mixed into every step (0.25 x 32 = 8 a step: ~88k questions over 11,000 steps,
+             about what the tuned arm's stage sees)
+
+Each arm's policy at continued step `eval_step` (6,000, the untuned arm's shipped step) runs the
+LIBERO-Spatial protocol (50 init states x 10 tasks, the batched engine); success with 95% Wilson
+intervals, each difference to the untuned arm with Newcombe's interval. The spatial benchmark of
+the untuned and the tuned backbone (held-out tasks) is printed too. Every part resumes: rerun the
+same command after a kill. Two processes can share the 2 cores (`arms=tuned threads=1` and
+`arms=cotrained threads=1`, `train_only=true`); the plain command then evaluates and reports.
+
+python bench/spatial_ablation.py [arms=tuned,cotrained] [threads=2] [train_only=false]
+    [spatial_data=data/spatial/libero_spatial_grounding] [spatial_samples=24000] [spatial_steps=3000]
+    [cotrain=0.25] [dataset=data/libero_spatial_50] [eval_step=6000] [trials_per_task=50]
+    [num_envs=auto] [retrain_untuned=false] [out=outputs/spatial_ablation]
+Last line: RESULT success_untuned=<f> success_tuned=<f> success_cotrained=<f> delta_tuned=<f>
+    delta_tuned_ci_low=<f> delta_tuned_ci_high=<f> delta_cotrained=<f> ... pointing_untuned=<f> pointing_tuned=<f>
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,12 +37,29 @@ from hydra import compose, initialize_config_dir
 
 from eval_rollouts.results import newcombe, wilson
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = str(ROOT / "configs")
+GROUNDING = "[" + ",".join(f"{k}_{r}" for r in ("object", "target")
+                           for k in ("point", "choose", "position", "direction", "distance")) + "]"
+SHIPPED = ROOT / "checkpoints" / "tiny-libero_spatial"
+SHIPPED_EPISODES = ROOT / "docs" / "results" / "tiny-libero_spatial" / "episodes.jsonl"
 
 
 def config(name: str, *overrides: str):
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
+
+
+def train_arm(out: Path, dataset: str, threads: int, extra: list[str]) -> None:
+    """The recipe's two runs: 4,000 steps, then 7,000 from its step 4,000 (new warmup and cosine)."""
+    from vla.train import train
+
+    common = ["recipe=cpu", f"train.dataset={dataset}", "train.eval_trials_per_task=0", "train.save_every=500",
+              f"train.num_threads={threads}", *extra]
+    first = train(config("config", *common, f"train.output_dir={out / 'first'}"))
+    assert first.name == "step_004000", first
+    train(config("config", *common, f"train.init_from={first}", "train.max_steps=7000",
+                 f"train.output_dir={out / 'cont'}"))
 
 
 def main() -> None:
@@ -35,50 +69,80 @@ def main() -> None:
     from vla.train import train
 
     args = dict(a.split("=", 1) for a in sys.argv[1:])
-    out = Path(args.get("out", "outputs/ablation"))
-    dataset = args.get("dataset", "data/libero_spatial_12")
-    trials, num_envs = int(args.get("trials_per_task", 50)), int(args.get("num_envs", 2))
-    spatial_data = args.get("spatial_data", "data/spatial/libero_spatial")
-    tasks = [f"eval.tasks=[{args['tasks']}]"] if "tasks" in args else []
+    out = Path(args.get("out", "outputs/spatial_ablation"))
+    arms = args.get("arms", "tuned,cotrained").split(",")
+    threads = int(args.get("threads", 2))
+    dataset = args.get("dataset", "data/libero_spatial_50")
+    spatial_data = args.get("spatial_data", "data/spatial/libero_spatial_grounding")
+    eval_step = int(args.get("eval_step", 6000))
+    retrain_untuned = args.get("retrain_untuned", "false") == "true"
+    times = {}
 
     t0 = time.time()
-    generate(config("spatial", f"samples={args.get('spatial_samples', 2000)}", f"out={spatial_data}"))
-    t_gen = time.time() - t0
-    t0 = time.time()
-    spatial_ckpt = train(config("config", "stage=spatial", f"train.dataset={spatial_data}",
-                                f"train.max_steps={args.get('spatial_steps', 300)}",
-                                f"train.output_dir={out / 'spatial'}"))
-    t_spatial = time.time() - t0
+    generate(config("spatial", f"samples={args.get('spatial_samples', 24000)}", f"out={spatial_data}",
+                    f"task_types={GROUNDING}"))
+    times["spatial data"] = time.time() - t0
 
-    # identical action training for both; only the starting backbone differs
-    action = ["head=parallel", f"train.dataset={dataset}", "train.batch_size=16", f"train.max_steps={args.get('action_steps', 3000)}",
-              "train.lr=1e-3", "train.warmup_steps=100", "train.save_every=250", "train.eval_trials_per_task=0"]
-    runs = {"base": (args.get("base_output", "outputs/train/results-libero_spatial-parallel"), []),
-            "tuned": (str(out / "tuned"), [f"backbone_checkpoint={spatial_ckpt}"])}
+    stage = None
+    train_only = args.get("train_only", "false") == "true"
+    if "tuned" in arms or not train_only:  # the report needs the stage's checkpoint too
+        t0 = time.time()
+        stage = train(config("config", "stage=spatial", "recipe=cpu", f"train.dataset={spatial_data}",
+                             f"train.max_steps={args.get('spatial_steps', 3000)}", "train.warmup_steps=100",
+                             "train.save_every=500", "train.eval_every=1000", f"train.num_threads={threads}",
+                             f"train.output_dir={out / 'spatial_stage'}"))
+        times["spatial stage"] = time.time() - t0
+    extra = {"tuned": [f"backbone_checkpoint={stage}"],
+             "cotrained": [f"train.cotrain_spatial={args.get('cotrain', 0.25)}", f"train.spatial_dataset={spatial_data}"],
+             "untuned": []}
+    for arm in arms + (["untuned"] if retrain_untuned else []):
+        t0 = time.time()
+        train_arm(out / arm, dataset, threads, extra[arm])
+        times[f"{arm} action training"] = time.time() - t0
+    if train_only:
+        return
+
+    checkpoints = {arm: out / arm / "cont" / "checkpoints" / f"step_{eval_step:06d}" for arm in ("tuned", "cotrained")}
+    checkpoints["untuned"] = out / "untuned" / "cont" / "checkpoints" / f"step_{eval_step:06d}" if retrain_untuned else SHIPPED
+    if not retrain_untuned and not (out / "untuned" / "eval" / "episodes.jsonl").exists():
+        (out / "untuned" / "eval").mkdir(parents=True, exist_ok=True)  # the shipped policy's own protocol run
+        shutil.copy(SHIPPED_EPISODES, out / "untuned" / "eval" / "episodes.jsonl")
     success = {}
-    for name, (output_dir, extra) in runs.items():
-        ckpt = train(config("config", *action, *extra, f"train.output_dir={output_dir}"))
-        summary = evaluate(config("config", "eval.policy=checkpoint", f"eval.checkpoint={ckpt}",
-                                  f"eval.trials_per_task={trials}", f"eval.num_envs={num_envs}", "eval.replan_steps=8",
-                                  f"eval.out={Path(output_dir) / 'eval_libero_spatial'}", *tasks))
-        success[name] = (summary["successes"], summary["episodes"])
+    for arm in ("untuned", "tuned", "cotrained"):
+        summary = evaluate(config("config", "eval.policy=checkpoint", f"eval.checkpoint={checkpoints[arm]}",
+                                  f"eval.trials_per_task={args.get('trials_per_task', 50)}",
+                                  f"eval.num_envs={args.get('num_envs', 'auto')}", f"eval.out={out / arm / 'eval'}"))
+        success[arm] = (summary["successes"], summary["episodes"])
 
+    # the spatial benchmark (held-out tasks) of the recipe's backbone, untuned (seed 0) and tuned
+    recipe = config("config", "recipe=cpu")
+    model = [f"model.vocab={recipe.model.vocab}"] + [f"++model.tiny.{k}={v}" for k, v in recipe.model.tiny.items()]
     bench = {}
-    for name, ckpt in (("untuned", None), ("tuned", spatial_ckpt)):
-        bench[name] = spatial_eval(config("spatial_eval", f"checkpoint={ckpt or 'null'}", f"dataset={spatial_data}",
+    for name, ckpt in (("untuned", "null"), ("tuned", stage)):
+        bench[name] = spatial_eval(config("spatial_eval", *model, f"checkpoint={ckpt}", f"dataset={spatial_data}",
+                                          f"resolution={recipe.train.resolution}",
                                           f"out={out / 'spatial_eval' / name}"))["overall"]
+    (out / "result.json").write_text(json.dumps({"success": success, "spatial_benchmark": bench}, indent=2))
 
-    (kt, nt), (kb, nb) = success["tuned"], success["base"]
-    lo, hi = newcombe(kt, nt, kb, nb)
-    print(f"spatial data generation {t_gen / 60:.1f} min, spatial stage {t_spatial / 60:.1f} min (not in the action budget)")
+    for name, seconds in times.items():
+        print(f"{name}: {seconds / 60:.1f} min (this invocation)")
     for name, b in bench.items():
-        print(f"spatial benchmark, {name}: multiple choice {b['choice_accuracy']:.3f} (chance {b['choice_chance']:.3f}, "
-              f"blind prior {b['choice_blind']:.3f}), numeric MRA {b['numeric_mra']:.3f} (blind median {b['numeric_blind']:.3f})")
-    for name, (k, n) in success.items():
-        l, h = wilson(k, n)
-        print(f"libero_spatial success, {name}: {k}/{n} = {k / n:.3f} [{l:.3f}, {h:.3f}]")
-    print(f"RESULT success_tuned={kt / nt:.4f} success_base={kb / nb:.4f} delta={kt / nt - kb / nb:.4f} "
-          f"ci_low={lo:.4f} ci_high={hi:.4f}")
+        print(f"spatial benchmark, {name} backbone: pointing in mask {b['pointing_accuracy']:.3f} (chance "
+              f"{b['pointing_chance']:.3f}, blind {b['pointing_blind']:.3f}), multiple choice {b['choice_accuracy']:.3f} "
+              f"(blind {b['choice_blind']:.3f}), numeric MRA {b['numeric_mra']:.3f} (blind {b['numeric_blind']:.3f})")
+    result = []
+    for arm, (k, n) in success.items():
+        lo, hi = wilson(k, n)
+        print(f"libero_spatial success, {arm}: {k}/{n} = {k / n:.3f} [{lo:.3f}, {hi:.3f}]")
+        result.append(f"success_{arm}={k / n:.4f}")
+    kb, nb = success["untuned"]
+    for arm in ("tuned", "cotrained"):
+        k, n = success[arm]
+        lo, hi = newcombe(k, n, kb, nb)
+        print(f"{arm} - untuned: {k / n - kb / nb:+.3f} (Newcombe 95% CI {lo:+.3f} to {hi:+.3f})")
+        result += [f"delta_{arm}={k / n - kb / nb:.4f}", f"delta_{arm}_ci_low={lo:.4f}", f"delta_{arm}_ci_high={hi:.4f}"]
+    result += [f"pointing_{name}={b['pointing_accuracy']:.4f}" for name, b in bench.items()]
+    print("RESULT " + " ".join(result))
 
 
 if __name__ == "__main__":

@@ -134,7 +134,10 @@ def evaluate(cfg: DictConfig) -> dict:
     records = spread(read_records(cfg.dataset, cfg.split), cfg.max_questions)
     train_records = read_records(cfg.dataset, "train")
     model = build_vqa_model(model_cfg, cfg.seed, train_records).eval()
-    rows = benchmark(model, SpatialSamples(cfg.dataset, records), train_records, cfg.batch_size)
+    size = cfg.resolution
+    if cfg.checkpoint and (Path(cfg.checkpoint) / "config.yaml").is_file():  # the image size it was tuned at
+        size = OmegaConf.load(Path(cfg.checkpoint) / "config.yaml").train.resolution
+    rows = benchmark(model, SpatialSamples(cfg.dataset, records, size), train_records, cfg.batch_size)
     summary = summarize(rows)
     out.mkdir(parents=True, exist_ok=True)
     (out / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -157,17 +157,24 @@ class SpatialVQA(nn.Module):
 
 
 class SpatialSamples:
-    """Records with their images loaded, as the model's encode() takes them."""
+    """Records with their images loaded, as the model's encode() takes them; image_size: resize
+    the images to the size the policy sees (train.resolution), so tuning and acting see one scale."""
 
-    def __init__(self, root: str | Path, records: list[dict]):
-        self.root, self.records = Path(root), records
+    def __init__(self, root: str | Path, records: list[dict], image_size: int | None = None):
+        self.root, self.records, self.image_size = Path(root), records, image_size
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict:
         r = self.records[i]
-        return {**r, "images": load_images(self.root, r), "mask": load_mask(self.root, r)}
+        images = load_images(self.root, r)
+        if self.image_size and images[0].shape[0] != self.image_size:
+            from PIL import Image
+
+            size = (self.image_size, self.image_size)
+            images = [np.asarray(Image.fromarray(im).resize(size, Image.BILINEAR)) for im in images]
+        return {**r, "images": images, "mask": load_mask(self.root, r)}
 
 
 def answer_texts(records: list[dict]) -> list[str]:

@@ -43,7 +43,7 @@ def spatial_stage(cfg: DictConfig, config_yaml: str, out: Path | None = None):
     def evaluate(path: Path) -> dict:
         model.eval()
         try:
-            rows = benchmark(model, SpatialSamples(cfg.train.dataset, spread(test_records, n_eval)), train_records)
+            rows = benchmark(model, SpatialSamples(cfg.train.dataset, spread(test_records, n_eval), cfg.train.resolution), train_records)
         finally:
             model.train()
         overall = summarize(rows)["overall"]
@@ -51,7 +51,7 @@ def spatial_stage(cfg: DictConfig, config_yaml: str, out: Path | None = None):
         return {f"spatial/{k}": overall[k] for k in keys if overall[k] is not None}
 
     n_eval = int(cfg.train.get("eval_questions", 0) or 0)
-    return Stage(model, SpatialSamples(cfg.train.dataset, train_records), lambda samples: model.encode(samples),
+    return Stage(model, SpatialSamples(cfg.train.dataset, train_records, cfg.train.resolution), lambda samples: model.encode(samples),
                  save=save, load=model.load_weights,
                  summary=f"spatial VQA {cfg.train.dataset}: {len(train_records)} training questions",
                  accuracy_name="answer_token_accuracy", evaluate=evaluate if n_eval and test_records else None)

@@ -174,7 +174,7 @@ class SpatialCoTraining:
         backbone = Backbone(policy.lm, policy.tokenizer, policy.image_processor, policy.family, policy.text_vocab_size)
         self.vqa = SpatialVQA(backbone, answer_texts(records))
         self.model = CoTrained(policy, self.vqa)
-        self.samples = SpatialSamples(cfg.train.spatial_dataset, records)
+        self.samples = SpatialSamples(cfg.train.spatial_dataset, records, cfg.train.resolution)
         self.per_step = max(1, round(fraction * cfg.train.batch_size))
         self.seed = cfg.seed + 1  # its own sample order, independent of the frames'
         self.token_ids = self.vqa.used_token_ids(records)

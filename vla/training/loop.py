@@ -154,6 +154,8 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
     if found:
         saved = OmegaConf.create((found[-1] / "config.yaml").read_text())
         for key in ("stage", *RUN_KEYS[cfg.stage]):
+            if OmegaConf.select(saved, key, default="<absent>") == "<absent>":
+                continue  # a run from before the key existed
             if _plain(saved, key) != _plain(cfg, key):
                 raise TrainError(f"{out} holds a run with a different {key} ({_plain(saved, key)} vs {_plain(cfg, key)}): "
                                  f"choose another train.output_dir for a new run")
