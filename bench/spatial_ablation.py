@@ -20,7 +20,7 @@ same command after a kill. Two processes can share the 2 cores (`arms=tuned thre
 python bench/spatial_ablation.py [arms=tuned,cotrained] [threads=2] [train_only=false]
     [spatial_data=data/spatial/libero_spatial_grounding] [spatial_samples=24000] [spatial_steps=3000]
     [cotrain=0.25] [dataset=data/libero_spatial_50] [eval_step=6000] [trials_per_task=50]
-    [num_envs=auto] [retrain_untuned=false] [out=outputs/spatial_ablation]
+    [num_envs=auto] [retrain_untuned=false] [spatial_eval_questions=1000] [out=outputs/spatial_ablation]
 Last line: RESULT success_untuned=<f> success_tuned=<f> success_cotrained=<f> delta_tuned=<f>
     delta_tuned_ci_low=<f> delta_tuned_ci_high=<f> delta_cotrained=<f> ... pointing_untuned=<f> pointing_tuned=<f>
 """
@@ -121,6 +121,7 @@ def main() -> None:
     for name, ckpt in (("untuned", "null"), ("tuned", stage)):
         bench[name] = spatial_eval(config("spatial_eval", *model, f"checkpoint={ckpt}", f"dataset={spatial_data}",
                                           f"resolution={recipe.train.resolution}",
+                                          f"max_questions={args.get('spatial_eval_questions', 1000)}",
                                           f"out={out / 'spatial_eval' / name}"))["overall"]
     (out / "result.json").write_text(json.dumps({"success": success, "spatial_benchmark": bench}, indent=2))
 

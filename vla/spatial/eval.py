@@ -108,10 +108,10 @@ def markdown(summary: dict, title: str) -> str:
     for t, v in summary["by_type"].items():
         lines.append(f"| {t} | {v['n']} | {v['metric']} | {v['score']:.3f} | {f(v['chance'])} | {f(v['blind'])} |")
     o = summary["overall"]
-    for kind, metric in (("choice", "accuracy"), ("numeric", "MRA"), ("pointing", "in mask")):
-        key = {"choice": "choice_accuracy", "numeric": "numeric_mra", "pointing": "pointing_accuracy"}[kind]
+    means = (("multiple choice", "accuracy", "choice_accuracy", "choice"), ("numeric", "MRA", "numeric_mra", "numeric"),
+             ("pointing", "in mask", "pointing_accuracy", "pointing"))
+    for name, metric, key, kind in means:
         if o[key] is not None:
-            name = {"choice": "multiple choice", "numeric": "numeric", "pointing": "pointing"}[kind]
             lines.append(f"| **{name} (mean over types)** | | {metric} | **{o[key]:.3f}** | "
                          f"{f(o.get(kind + '_chance'))} | {f(o[kind + '_blind'])} |")
     return "\n".join(lines) + "\n"
