@@ -220,10 +220,8 @@ def test_grounded_positions_and_gripper_relations_match_world_poses(scenes):
         for scene, r, depth, world, eef in by_type(scenes, f"distance_{role}"):
             assert abs(float(r["answer"]) - np.linalg.norm(world[scene.roles[role]] - eef)) <= 0.006
         for scene, r, depth, world, eef in by_type(scenes, f"direction_{role}"):
-            off = world[scene.roles[role]] - eef
-            axis = int(np.argmax(np.abs(off)))
-            words = [("behind", "in front of"), ("to the right of", "to the left of"), ("below", "above")][axis]
-            assert r["answer"] == words[int(off[axis] > 0)]
+            off = world[scene.roles[role]] - eef  # the base faces world +x: its left is world +y
+            assert abs(off[1]) >= Q.MARGIN["side"] and r["answer"] == ("left" if off[1] > 0 else "right")
 
 
 def test_chained_goals_ask_no_grounding():
@@ -245,6 +243,9 @@ def test_scoring():
     assert Q.score("position", "0.1, 0.2", "0.10, 0.20, 1.00") == 0.0
     mask = np.zeros((10, 20), bool)
     mask[2:4, 10:12] = True  # rows 2-3, columns 10-11
+    assert Q.score("position_object", "0.60, 0.10, 0.05", "0.60, 0.10, 0.05") == 1.0
+    assert Q.score("position_object", "0.63, 0.10, 0.05", "0.60, 0.10, 0.05") == pytest.approx(0.7)  # 3 cm: under 4..10
+    assert Q.score("position_object", "0.80, 0.10, 0.05", "0.60, 0.10, 0.05") == 0.0  # MRA would give 0.5
     assert Q.score("point_object", "0.55, 0.35", "0.55, 0.35", mask) == 1.0
     assert Q.score("point_object", "(0.52, 0.21)", "0.55, 0.35", mask) == 1.0
     assert Q.score("point_object", "0.45, 0.35", "0.55, 0.35", mask) == 0.0
@@ -336,6 +337,9 @@ def test_spatial_stage_learns_and_its_checkpoint_starts_the_action_stage(spatial
     summary = evaluate(ecfg)
     assert summary["overall"]["n"] == sum(1 for _ in open(tmp_path / "eval" / "answers.jsonl"))
     assert 0 <= summary["overall"]["choice_accuracy"] <= 1 and (tmp_path / "eval" / "summary.md").is_file()
+    point = summary["by_type"]["point_object"]  # points scored by the mask: chance is the mask's share of the image
+    assert point["metric"] == "in mask" and 0 < point["chance"] < 0.5 and point["blind"] is not None
+    assert summary["overall"]["pointing_accuracy"] is not None and "| **pointing" in (tmp_path / "eval" / "summary.md").read_text()
     with pytest.raises(ValueError, match="not a spatial-stage checkpoint"):
         evaluate(OmegaConf.merge(ecfg, {"checkpoint": str(tmp_path)}))
 

@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from .questions import NUMERIC, POINTING, TASK_TYPES, score
+from .questions import ABSOLUTE, NUMERIC, POINTING, TASK_TYPES, score
 
 
 def spread(records: list, n: int | None) -> list:
@@ -83,7 +83,8 @@ def summarize(rows: list[dict]) -> dict:
     for t in TASK_TYPES:
         rs = [r for r in rows if r["task_type"] == t]
         if rs:
-            by_type[t] = {"n": len(rs), "metric": "MRA" if t in NUMERIC else "in mask" if t in POINTING else "accuracy",
+            by_type[t] = {"n": len(rs), "metric": "within 1-10 cm" if t in ABSOLUTE else "MRA" if t in NUMERIC else
+                          "in mask" if t in POINTING else "accuracy",
                           "score": float(np.mean([r["score"] for r in rs])),
                           "chance": _mean([r["chance"] for r in rs]), "blind": _mean([r["blind"] for r in rs])}
     kinds = {"choice": lambda t: t not in NUMERIC and t not in POINTING, "numeric": NUMERIC.__contains__,

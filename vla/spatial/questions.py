@@ -19,7 +19,7 @@ COLORS = {"red": (235, 30, 30), "blue": (40, 90, 255), "green": (30, 200, 50), "
           "purple": (170, 50, 210)}
 # depth order in metres; left/right and above/below compare image-plane bearings (x/z, y/z), as a
 # viewer judges them, so a far object is never "left" of a near one it appears right of
-MARGIN = {"depth_order": 0.05, "lateral": 0.03}
+MARGIN = {"depth_order": 0.05, "lateral": 0.03, "side": 0.03}
 MOTIONS = ("left", "right", "up", "down", "forward", "backward", "turned left", "turned right")
 SINGLE_VIEW = ("depth", "closer", "distance", "left_right", "above_below", "front_behind", "position")
 MULTI_VIEW = ("correspondence", "visibility", "camera_motion", "gripper_direction", "gripper_distance")
@@ -29,6 +29,9 @@ ROLES = ("object", "target")
 GROUNDING = tuple(f"{kind}_{role}" for role in ROLES for kind in ("point", "choose", "position", "direction", "distance"))
 TASK_TYPES = SINGLE_VIEW + MULTI_VIEW + GROUNDING
 NUMERIC = {"depth", "distance", "position", "gripper_distance", *(f"{k}_{r}" for k in ("position", "distance") for r in ROLES)}
+# positions in the robot-base frame are scored by absolute error (1..10 cm thresholds): relative to
+# their ~0.7 m norm, MRA would pass a guess that is 3 cm off
+ABSOLUTE = {f"position_{r}" for r in ROLES}
 POINTING = {f"point_{r}" for r in ROLES}  # "x, y" in [0, 1] image coordinates, right when inside the object's mask
 WORLD_CAMERAS = ("agentview", "frontview", "sideview", "birdview")
 ROLE_WORDS = {"object": "the object the task manipulates", "target": "the place where the task puts it"}
@@ -286,14 +289,17 @@ class QuestionMaker:
                        {"object": self.scene.objects[k - 1], "value": p.round(4).tolist()})
 
     def ground_direction(self, role: str):
+        """Left or right of the gripper, in the robot's frame: the side is what varies (almost
+        everything on the table is in front of and below the hand, so the dominant axis would not)."""
         task, k = self._task(role)
         offset = self._offset_from_gripper(k)
-        if (answer := direction_word(offset)) is None:
+        if abs(offset[1]) < MARGIN["side"]:
             return None
-        q = (f"{task} In the robot's frame (forward is away from its base), where is {ROLE_WORDS[role]} relative to "
-             "the gripper: in front of, behind, to the left of, to the right of, above or below it?")
-        return _record(f"direction_{role}", q, answer, self._policy_images(),
-                       {"object": self.scene.objects[k - 1], "offset_base": offset.round(4).tolist()}, choices=DIRECTIONS)
+        q = (f"{task} In the robot's frame (forward is away from its base), is {ROLE_WORDS[role]} to the left or "
+             "to the right of the gripper?")
+        return _record(f"direction_{role}", q, "left" if offset[1] > 0 else "right", self._policy_images(),
+                       {"object": self.scene.objects[k - 1], "offset_base": offset.round(4).tolist()},
+                       choices=("left", "right"))
 
     def ground_distance(self, role: str):
         task, k = self._task(role)
@@ -361,8 +367,15 @@ def mean_relative_accuracy(pred: float, truth: float) -> float:
 
 def score(task_type: str, prediction: str, answer: str, mask: np.ndarray | None = None) -> float:
     """1/0 for a multiple-choice answer, MRA in [0, 1] for a numeric one (a vector by its relative
-    Euclidean error), 1/0 for a point by whether it lands inside the object's mask. An unparseable
-    numeric prediction or point scores 0."""
+    Euclidean error; a base-frame position by its absolute error under 1, 2, ..., 10 cm), 1/0 for
+    a point by whether it lands inside the object's mask. An unparseable numeric prediction or
+    point scores 0."""
+    if task_type in ABSOLUTE:
+        truth, pred = np.array(parse_numbers(answer)), np.array(parse_numbers(prediction))
+        if len(pred) < len(truth):
+            return 0.0
+        error = np.linalg.norm(pred[: len(truth)] - truth)
+        return float(np.mean([error < t for t in np.arange(0.01, 0.101, 0.01)]))
     if task_type in POINTING:
         if mask is None:
             raise ValueError(f"a {task_type} answer is scored against the object's mask; none was given")
