@@ -362,7 +362,7 @@ def test_cotraining_mixes_spatial_questions_into_the_action_loop_and_resumes_exa
     for l in lines:  # each step: the action loss plus the loss of its 4 spatial questions
         assert l["loss"] == pytest.approx(l["action_loss"] + l["spatial_loss"], abs=1e-4)
     spatial = [l["spatial_loss"] for l in lines]
-    assert np.mean(spatial[-5:]) < 0.7 * np.mean(spatial[:5]), spatial
+    assert np.mean(spatial[-5:]) < 0.8 * np.mean(spatial[:5]), spatial
 
     # killed after step 20: the resumed run continues both curves exactly (the answer rows and the
     # questions' token rows travel in the compact checkpoint)
