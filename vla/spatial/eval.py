@@ -109,7 +109,7 @@ def markdown(summary: dict, title: str) -> str:
     for t, v in summary["by_type"].items():
         lines.append(f"| {t} | {v['n']} | {v['metric']} | {v['score']:.3f} | {f(v['chance'])} | {f(v['blind'])} |")
     o = summary["overall"]
-    means = (("multiple choice", "accuracy", "choice_accuracy", "choice"), ("numeric", "MRA", "numeric_mra", "numeric"),
+    means = (("multiple choice", "accuracy", "choice_accuracy", "choice"), ("numeric", "MRA or cm", "numeric_mra", "numeric"),
              ("pointing", "in mask", "pointing_accuracy", "pointing"))
     for name, metric, key, kind in means:
         if o[key] is not None:
