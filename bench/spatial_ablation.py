@@ -39,8 +39,6 @@ from eval_rollouts.results import newcombe, wilson
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = str(ROOT / "configs")
-GROUNDING = "[" + ",".join(f"{k}_{r}" for r in ("object", "target")
-                           for k in ("point", "choose", "position", "direction", "distance")) + "]"
 SHIPPED = ROOT / "checkpoints" / "tiny-libero_spatial"
 SHIPPED_EPISODES = ROOT / "docs" / "results" / "tiny-libero_spatial" / "episodes.jsonl"
 
@@ -66,6 +64,7 @@ def main() -> None:
     from vla.eval import evaluate
     from vla.spatial.eval import evaluate as spatial_eval
     from vla.spatial.generate import generate
+    from vla.spatial.questions import GROUNDING
     from vla.train import train
 
     args = dict(a.split("=", 1) for a in sys.argv[1:])
@@ -80,7 +79,7 @@ def main() -> None:
 
     t0 = time.time()
     generate(config("spatial", f"samples={args.get('spatial_samples', 24000)}", f"out={spatial_data}",
-                    f"task_types={GROUNDING}"))
+                    f"task_types=[{','.join(GROUNDING)}]"))
     times["spatial data"] = time.time() - t0
 
     stage = None

@@ -39,7 +39,7 @@ def blind_answers(train_records: list[dict]) -> dict[str, str]:
         answers = [r["answer"] for r in train_records if r["task_type"] == t]
         if not answers:
             continue
-        if t in NUMERIC or t in POINTING:
+        if kind_of(t) != "choice":
             med = np.median(np.array([parse_numbers(a) for a in answers]), axis=0)
             out[t] = ", ".join(f"{x:.2f}" for x in np.atleast_1d(med))
         else:
@@ -56,9 +56,8 @@ def benchmark(model, samples, train_records: list[dict], batch_size: int = 8) ->
     with torch.no_grad():
         for i in tqdm(range(0, len(samples), batch_size), desc="spatial eval", unit="batch", leave=False):
             batch = [samples[j] for j in range(i, min(i + batch_size, len(samples)))]
-            generated = NUMERIC | POINTING
-            choice = [s for s in batch if s["task_type"] not in generated]
-            numeric = [s for s in batch if s["task_type"] in generated]
+            choice = [s for s in batch if kind_of(s["task_type"]) == "choice"]
+            numeric = [s for s in batch if kind_of(s["task_type"]) != "choice"]
             preds = dict(zip([s["id"] for s in choice], model.choose(choice) if choice else []))
             preds.update(zip([s["id"] for s in numeric], model.generate(numeric) if numeric else []))
             for s in batch:
@@ -70,6 +69,11 @@ def benchmark(model, samples, train_records: list[dict], batch_size: int = 8) ->
                              "score": score(t, preds[s["id"]], s["answer"], mask), "chance": chance,
                              "blind": score(t, blind[t], s["answer"], mask) if t in blind else None})
     return rows
+
+
+def kind_of(task_type: str) -> str:
+    """How a question type is answered and scored: "numeric" / "pointing" (generated), "choice"."""
+    return "numeric" if task_type in NUMERIC else "pointing" if task_type in POINTING else "choice"
 
 
 def _mean(values: list) -> float | None:
@@ -87,11 +91,8 @@ def summarize(rows: list[dict]) -> dict:
                           "in mask" if t in POINTING else "accuracy",
                           "score": float(np.mean([r["score"] for r in rs])),
                           "chance": _mean([r["chance"] for r in rs]), "blind": _mean([r["blind"] for r in rs])}
-    kinds = {"choice": lambda t: t not in NUMERIC and t not in POINTING, "numeric": NUMERIC.__contains__,
-             "pointing": POINTING.__contains__}
-
     def mean_of(kind: str, key: str) -> float | None:
-        return _mean([v[key] for t, v in by_type.items() if kinds[kind](t)])
+        return _mean([v[key] for t, v in by_type.items() if kind_of(t) == kind])
     overall = {"choice_accuracy": mean_of("choice", "score"), "choice_chance": mean_of("choice", "chance"),
                "choice_blind": mean_of("choice", "blind"), "numeric_mra": mean_of("numeric", "score"),
                "numeric_blind": mean_of("numeric", "blind"), "pointing_accuracy": mean_of("pointing", "score"),

@@ -203,7 +203,7 @@ class QuestionMaker:
 
     def _offset_from_gripper(self, k: int) -> np.ndarray:
         """Object k's centre minus the gripper's, in the robot-base frame (x forward, y left, z up)."""
-        return (self.scene.centers[k - 1] - self.scene.gripper) @ self.scene.base_pose[:3, :3]
+        return self.scene.to_base(self.scene.centers[k - 1]) - self.scene.to_base(self.scene.gripper)
 
     def _policy_images(self) -> list[np.ndarray]:
         return [self.scene.views["agentview"].image, self.scene.views["robot0_eye_in_hand"].image]
@@ -282,7 +282,7 @@ class QuestionMaker:
 
     def ground_position(self, role: str):
         task, k = self._task(role)
-        p = (self.scene.centers[k - 1] - self.scene.base_pose[:3, 3]) @ self.scene.base_pose[:3, :3]
+        p = self.scene.to_base(self.scene.centers[k - 1])
         q = (f"{task} Where is {ROLE_WORDS[role]} in the robot's base frame (x forward, y left, z up)? "
              "Answer x, y, z in metres.")
         return _record(f"position_{role}", q, ", ".join(_num(x) for x in p), self._policy_images(),
@@ -370,12 +370,6 @@ def score(task_type: str, prediction: str, answer: str, mask: np.ndarray | None 
     Euclidean error; a base-frame position by its absolute error under 1, 2, ..., 10 cm), 1/0 for
     a point by whether it lands inside the object's mask. An unparseable numeric prediction or
     point scores 0."""
-    if task_type in ABSOLUTE:
-        truth, pred = np.array(parse_numbers(answer)), np.array(parse_numbers(prediction))
-        if len(pred) < len(truth):
-            return 0.0
-        error = np.linalg.norm(pred[: len(truth)] - truth)
-        return float(np.mean([error < t for t in np.arange(0.01, 0.101, 0.01)]))
     if task_type in POINTING:
         if mask is None:
             raise ValueError(f"a {task_type} answer is scored against the object's mask; none was given")
@@ -384,6 +378,8 @@ def score(task_type: str, prediction: str, answer: str, mask: np.ndarray | None 
         truth, pred = np.array(parse_numbers(answer)), np.array(parse_numbers(prediction))
         if len(pred) < len(truth):
             return 0.0
-        pred = pred[: len(truth)]
-        return _mra(np.linalg.norm(pred - truth) / max(np.linalg.norm(truth), 1e-6))
+        error = np.linalg.norm(pred[: len(truth)] - truth)
+        if task_type in ABSOLUTE:
+            return float(np.mean([error < t for t in np.arange(0.01, 0.101, 0.01)]))
+        return _mra(error / max(np.linalg.norm(truth), 1e-6))
     return float(prediction.strip().lower().rstrip(".") == answer.lower())

@@ -59,6 +59,10 @@ class Scene:
         """The 1-based segmentation label of an object."""
         return self.objects.index(name) + 1
 
+    def to_base(self, points_world: np.ndarray) -> np.ndarray:
+        """World points in the robot-base frame (as View.to_camera for a camera)."""
+        return (np.asarray(points_world) - self.base_pose[:3, 3]) @ self.base_pose[:3, :3]
+
 
 def goal_roles(goal: list[str], objects: list[str]) -> dict[str, str]:
     """{"object": name[, "target": name]} of one BDDL goal predicate, e.g. ['on', 'akita_black_bowl_1',
@@ -69,11 +73,8 @@ def goal_roles(goal: list[str], objects: list[str]) -> dict[str, str]:
         owners = [o for o in objects if name.startswith(o + "_")]
         return max(owners, key=len) if owners else None
 
-    roles = {}
-    for role, arg in zip(("object", "target"), goal[1:3]):
-        if resolve(arg) is not None:
-            roles[role] = resolve(arg)
-    return roles
+    resolved = {role: resolve(arg) for role, arg in zip(("object", "target"), goal[1:3])}
+    return {role: name for role, name in resolved.items() if name is not None}
 
 
 def render_view(env, camera: str, resolution: int) -> View:
