@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = str(ROOT / "configs")
 SHIPPED = ROOT / "checkpoints" / "tiny-libero_spatial"
 SHIPPED_EPISODES = ROOT / "docs" / "results" / "tiny-libero_spatial" / "episodes.jsonl"
+PUBLISHED = ROOT / "checkpoints" / "spatial_ablation"
 
 
 def config(name: str, *overrides: str):
@@ -48,16 +49,29 @@ def config(name: str, *overrides: str):
         return compose(config_name=name, overrides=list(overrides))
 
 
-def train_arm(out: Path, dataset: str, threads: int, extra: list[str]) -> None:
-    """The recipe's two runs: 4,000 steps, then 7,000 from its step 4,000 (new warmup and cosine)."""
+def published(name: str, run) -> Path:
+    """The weights `run()` ends with, kept in git under checkpoints/spatial_ablation/<name>: a fresh
+    machine keeps nothing else, and every later run starts from weights alone (a new optimiser), so
+    the ablation can span sessions without changing the recipe."""
+    dest = PUBLISHED / name
+    if not (dest / "model.safetensors").is_file():
+        src = run()
+        shutil.copytree(src, dest.with_name(dest.name + ".tmp"), dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("trainer_state.json", "optimizer.safetensors"))
+        dest.with_name(dest.name + ".tmp").rename(dest)
+    return dest
+
+
+def train_arm(arm: str, out: Path, dataset: str, threads: int, eval_step: int, extra: list[str]) -> Path:
+    """The recipe's two runs: 4,000 steps, then 7,000 from its step 4,000 (new warmup and cosine),
+    stopped at `eval_step`: the policy the evaluation takes."""
     from vla.train import train
 
     common = ["recipe=cpu", f"train.dataset={dataset}", "train.eval_trials_per_task=0", "train.save_every=500",
               f"train.num_threads={threads}", *extra]
-    first = train(config("config", *common, f"train.output_dir={out / 'first'}"))
-    assert first.name == "step_004000", first
-    train(config("config", *common, f"train.init_from={first}", "train.max_steps=7000",
-                 f"train.output_dir={out / 'cont'}"))
+    first = published(f"{arm}_first", lambda: train(config("config", *common, f"train.output_dir={out / 'first'}")))
+    return published(arm, lambda: train(config("config", *common, f"train.init_from={first}", "train.max_steps=7000",
+                                               f"train.stop_at={eval_step}", f"train.output_dir={out / 'cont'}")))
 
 
 def main() -> None:
@@ -86,23 +100,21 @@ def main() -> None:
     train_only = args.get("train_only", "false") == "true"
     if "tuned" in arms or not train_only:  # the report needs the stage's checkpoint too
         t0 = time.time()
-        stage = train(config("config", "stage=spatial", "recipe=cpu", f"train.dataset={spatial_data}",
-                             f"train.max_steps={args.get('spatial_steps', 3000)}", "train.warmup_steps=100",
-                             "train.save_every=500", "train.eval_every=1000", f"train.num_threads={threads}",
-                             f"train.output_dir={out / 'spatial_stage'}"))
+        stage = published("spatial_stage", lambda: train(config(
+            "config", "stage=spatial", "recipe=cpu", f"train.dataset={spatial_data}",
+            f"train.max_steps={args.get('spatial_steps', 3000)}", "train.warmup_steps=100", "train.save_every=500",
+            "train.eval_every=1000", f"train.num_threads={threads}", f"train.output_dir={out / 'spatial_stage'}")))
         times["spatial stage"] = time.time() - t0
     extra = {"tuned": [f"backbone_checkpoint={stage}"],
              "cotrained": [f"train.cotrain_spatial={args.get('cotrain', 0.25)}", f"train.spatial_dataset={spatial_data}"],
              "untuned": []}
+    checkpoints = {"untuned": SHIPPED}
     for arm in arms + (["untuned"] if retrain_untuned else []):
         t0 = time.time()
-        train_arm(out / arm, dataset, threads, extra[arm])
+        checkpoints[arm] = train_arm(arm, out / arm, dataset, threads, eval_step, extra[arm])
         times[f"{arm} action training"] = time.time() - t0
     if train_only:
         return
-
-    checkpoints = {arm: out / arm / "cont" / "checkpoints" / f"step_{eval_step:06d}" for arm in ("tuned", "cotrained")}
-    checkpoints["untuned"] = out / "untuned" / "cont" / "checkpoints" / f"step_{eval_step:06d}" if retrain_untuned else SHIPPED
     if not retrain_untuned and not (out / "untuned" / "eval" / "episodes.jsonl").exists():
         (out / "untuned" / "eval").mkdir(parents=True, exist_ok=True)  # the shipped policy's own protocol run
         shutil.copy(SHIPPED_EPISODES, out / "untuned" / "eval" / "episodes.jsonl")

@@ -146,8 +146,13 @@ def test_training_resumes_after_a_kill_with_the_same_loss_curve(demo_dataset, tm
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    # resumed in two slices: `train.stop_at` ends an invocation early on the same schedule
+    out = subprocess.run(args + [f"train.output_dir={killed}", "train.stop_at=30"], check=True, capture_output=True,
+                         text=True).stdout
+    assert "resuming from" in out and out.strip().endswith("step_000030")
+    assert len((killed / "metrics.jsonl").read_text().splitlines()) == 30
     out = subprocess.run(args + [f"train.output_dir={killed}"], check=True, capture_output=True, text=True).stdout
-    assert "resuming from" in out and "checkpoint:" in out
+    assert "resuming from" in out and out.strip().endswith("step_000040")
 
     whole = (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
     resumed = (killed / "metrics.jsonl").read_text().splitlines()

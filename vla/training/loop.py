@@ -221,7 +221,8 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
     window: dict[str, list] = {"loss": [], "accuracy": []}
     last = None
     it = iter(loader)
-    for step in range(start, cfg.train.max_steps):
+    end = min(cfg.train.max_steps, cfg.train.get("stop_at") or cfg.train.max_steps)
+    for step in range(start, end):
         t0 = time.perf_counter()
         batch = next(it)
         if stage.extra_inputs:
@@ -260,7 +261,7 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
             metrics.flush() if metrics else None
             window = {"loss": [], "accuracy": []}
             t_data = t_step = 0.0
-        if (step + 1) % cfg.train.save_every == 0 or step + 1 == cfg.train.max_steps:
+        if (step + 1) % cfg.train.save_every == 0 or step + 1 in (end, cfg.train.max_steps):
             last = save(step + 1)
             every = cfg.train.eval_every
             if (stage.evaluate and accelerator.is_main_process
