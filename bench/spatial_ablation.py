@@ -42,6 +42,7 @@ CONFIGS = str(ROOT / "configs")
 SHIPPED = ROOT / "checkpoints" / "tiny-libero_spatial"
 SHIPPED_EPISODES = ROOT / "docs" / "results" / "tiny-libero_spatial" / "episodes.jsonl"
 PUBLISHED = ROOT / "checkpoints" / "spatial_ablation"
+DEMOS_DIGEST = "demonstrations.sha256"
 
 
 def config(name: str, *overrides: str):
@@ -49,29 +50,58 @@ def config(name: str, *overrides: str):
         return compose(config_name=name, overrides=list(overrides))
 
 
-def published(name: str, run) -> Path:
+def published(name: str, run, demos: str | None = None) -> Path:
     """The weights `run()` ends with, kept in git under checkpoints/spatial_ablation/<name>: a fresh
     machine keeps nothing else, and every later run starts from weights alone (a new optimiser), so
-    the ablation can span sessions without changing the recipe."""
+    the ablation can span sessions without changing the recipe. `demos`: the digest of the
+    demonstrations it learned from, kept beside the weights."""
     dest = PUBLISHED / name
     if not (dest / "model.safetensors").is_file():
         src = run()
-        shutil.copytree(src, dest.with_name(dest.name + ".tmp"), dirs_exist_ok=True,
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.copytree(src, tmp, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("trainer_state.json", "optimizer.safetensors"))
-        dest.with_name(dest.name + ".tmp").rename(dest)
+        if demos:
+            (tmp / DEMOS_DIGEST).write_text(demos + "\n")
+        tmp.rename(dest)
     return dest
+
+
+def demonstrations_digest(root: Path) -> str:
+    """sha256 of every frame's episode, task and action: a dataset collected again in a later
+    session must be the same demonstrations (the expert is deterministic; a changed expert is not)."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    h = hashlib.sha256()
+    for f in sorted((root / "data").rglob("*.parquet")):
+        t = pq.read_table(f, columns=["episode_index", "task_index", "action"])
+        for name in t.column_names:
+            h.update(t.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False).tobytes()
+                     if name == "action" else t.column(name).to_numpy().tobytes())
+    return h.hexdigest()
 
 
 def train_arm(arm: str, out: Path, dataset: str, threads: int, eval_step: int, extra: list[str]) -> Path:
     """The recipe's two runs: 4,000 steps, then 7,000 from its step 4,000 (new warmup and cosine),
-    stopped at `eval_step`: the policy the evaluation takes."""
+    stopped at `eval_step`: the policy the evaluation takes. Both learn from the same
+    demonstrations, checked by digest when the runs fall in different sessions."""
     from vla.train import train
+    from vla.training.action import ensure_dataset
 
+    if (PUBLISHED / arm / "model.safetensors").is_file():
+        return PUBLISHED / arm
     common = ["recipe=cpu", f"train.dataset={dataset}", "train.eval_trials_per_task=0", "train.save_every=500",
               f"train.num_threads={threads}", *extra]
-    first = published(f"{arm}_first", lambda: train(config("config", *common, f"train.output_dir={out / 'first'}")))
+    demos = demonstrations_digest(ensure_dataset(config("config", *common)))
+    first = published(f"{arm}_first", lambda: train(config("config", *common, f"train.output_dir={out / 'first'}")), demos)
+    recorded = (first / DEMOS_DIGEST).read_text().strip()
+    if recorded != demos:
+        sys.exit(f"{dataset} is not the dataset {first} learned from (demonstrations digest {demos[:12]} vs "
+                 f"{recorded[:12]}): the expert or the collection changed; retrain the arm (delete {first})")
     return published(arm, lambda: train(config("config", *common, f"train.init_from={first}", "train.max_steps=7000",
-                                               f"train.stop_at={eval_step}", f"train.output_dir={out / 'cont'}")))
+                                               f"train.stop_at={eval_step}", f"train.output_dir={out / 'cont'}")), demos)
 
 
 def main() -> None:
