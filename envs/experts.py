@@ -9,7 +9,8 @@ import numpy as np
 from robosuite.utils import transform_utils as T
 
 from .libero_env import LiberoEnv
-from .skills import Drawer, PickPlace, Skill, TurnKnob
+from . import ground_truth as gt
+from .skills import Drawer, Home, PickPlace, Push, Skill, TurnKnob
 
 
 class UnsupportedTask(NotImplementedError):
@@ -53,8 +54,12 @@ class TaskExpert:
         if kind in ("open", "close"):
             return [Drawer(env, goal[1], open=kind == "open")]
         site = env.robosuite_env.object_sites_dict.get(goal[2])
-        if kind == "in" and site is not None and getattr(site, "joints", None):
-            return [Drawer(env, goal[2], open=True), PickPlace(env, goal[1], goal[2], predicate=kind)]  # open it first
+        size = gt.object_info(env, goal[1]).size
+        if kind == "on" and site is not None and size[2] < 0.03 and min(size[:2]) > 0.08:
+            return [Push(env, goal[1], goal[2])]  # a plate onto a table region: too flat to grasp
+        if kind == "in" and site is not None and getattr(site, "joints", None):  # open it first
+            return [Drawer(env, goal[2], open=True), Home(env),  # the opened drawer may overhang the object
+                    PickPlace(env, goal[1], goal[2], predicate=kind, regrasp_when_blocked=True)]
         return [PickPlace(env, goal[1], goal[2], predicate=kind)]
 
     def reset(self, takeover: bool = False) -> None:

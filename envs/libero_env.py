@@ -159,6 +159,7 @@ class LiberoEnv(gym.Env):
             seed = int(np.random.default_rng([int(seed), attempt]).integers(2**31))
         self._raw, self._steps, self._needs_reset = raw, 0, False
         self.start_eef_quat = np.array(raw["robot0_eef_quat"])  # the hand as the episode starts (experts plan from it)
+        self.start_eef_pos = np.array(raw["robot0_eef_pos"])
         return self._observation(raw), {"success": bool(self._env.check_success()), "init_state_index": init_state_index}
 
     def _free_objects(self) -> dict[str, int]:

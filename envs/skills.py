@@ -39,6 +39,30 @@ def _rot_z(yaw: float) -> np.ndarray:
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
 
 
+def _clearance(grip: np.ndarray, yaw: float, boxes: gt.Boxes, spread: float = 0.045) -> float:
+    """Room around the fingertips (`spread` apart from the grip site: 0.045 open, ~0.01 shut)
+    along the path they sweep down to `grip`, and around the hand above them."""
+    across = np.array([-np.sin(yaw), np.cos(yaw), 0.0])  # finger closing direction
+    tips = [grip + s * spread * across + [0, 0, dz] for s in (-1, 1) for dz in (0.0, 0.03, 0.06)]
+    # the hand above the fingers is ~20 cm long along the closing direction
+    hand = [grip + s * across + [0, 0, dz] for s in (-0.1, -0.05, 0.05, 0.1) for dz in (0.08, 0.12)]
+    d = boxes.distance(np.array(tips + hand))
+    return float(d.min()) if d.size else np.inf
+
+
+def _hand_along(R_down: np.ndarray, approach: np.ndarray) -> np.ndarray:
+    """The hand turned from R_down so that it points along the horizontal `approach`, fingers
+    closing vertically. The fingers are symmetric, so of the two such poses (closing up or down)
+    the one nearer R_down: the other is a half turn away and winds the wrist into its limits."""
+    a_l, c_l = R_down.T @ [0, 0, -1.0], R_down.T @ [0, 1.0, 0]
+    local = np.stack([a_l, c_l, np.cross(a_l, c_l)], 1)
+    options = []
+    for up in (1.0, -1.0):
+        c_w = np.array([0, 0, up])
+        options.append(np.stack([approach, c_w, np.cross(approach, c_w)], 1) @ local.T)
+    return min(options, key=lambda R: np.linalg.norm(T.quat2axisangle(T.mat2quat(R @ R_down.T))))
+
+
 class Skill:
     """A sequence of phases, each a moving end-effector target (and gripper command), followed
     with a proportional controller on position and orientation. Subclasses write `plan()`."""
@@ -78,6 +102,10 @@ class Skill:
         self._trail.append(self._eef())
         stalled = (len(self._trail) > 10 and np.linalg.norm(self._trail[-1] - self._trail[-11]) < 0.002
                    and np.linalg.norm(err) < 0.04)  # blocked just short of the target (reach, contact)
+        if (len(self._trail) > 10 and np.linalg.norm(self._trail[-1] - self._trail[-11]) < 0.002
+                and np.linalg.norm(err) >= 0.04 and self.on_blocked(ph)):  # held up far from the target
+            self._trail, self.phase_steps = [], 0
+            return self.act(obs)  # the skill planned again
         done = ph.reached() if ph.reached else (np.linalg.norm(err) < ph.tol or stalled)
         if (done and self.phase_steps >= ph.min_steps) or self.phase_steps >= ph.max_steps:
             self._trail = []
@@ -92,13 +120,19 @@ class Skill:
     def on_phase_end(self, phase: Phase) -> None:
         pass
 
+    def on_blocked(self, phase: Phase) -> bool:
+        """Something holds the hand up far from the phase's target; True when the skill planned again."""
+        return False
+
 
 class PickPlace(Skill):
     """Pick `obj` and put it on / in `target` (an object or a BDDL region site)."""
 
-    def __init__(self, env: LiberoEnv, obj: str, target: str, gain: float = 20.0, predicate: str = "on"):
+    def __init__(self, env: LiberoEnv, obj: str, target: str, gain: float = 20.0, predicate: str = "on",
+                 regrasp_when_blocked: bool = False):
         super().__init__(env, gain)
         self.obj, self.target, self.predicate = obj, target, predicate
+        self.regrasp_when_blocked = regrasp_when_blocked
 
     def reset(self, R_down: np.ndarray | None = None, takeover: bool = False) -> None:
         # regrasps after a missed grasp: how many, which sides missed, the object's height when the fingers closed
@@ -149,23 +183,13 @@ class PickPlace(Skill):
         yaw = np.arctan2(narrow[1], narrow[0]) % np.pi - np.pi / 2
         return [(np.array([c[0], c[1], z]), float(yaw))]
 
-    def _clearance(self, grasp: np.ndarray, yaw: float, boxes: gt.Boxes) -> float:
-        """Room around the open fingertips along the path they sweep down to the grasp."""
-        across = np.array([-np.sin(yaw), np.cos(yaw), 0.0])  # finger closing direction
-        tips = [grasp + s * 0.045 * across + [0, 0, dz] for s in (-1, 1) for dz in (0.0, 0.03, 0.06)]
-        # the hand above the fingers is ~20 cm long along the closing direction
-        hand = [grasp + s * across + [0, 0, dz] for s in (-0.1, -0.05, 0.05, 0.1) for dz in (0.08, 0.12)]
-        points = np.array(tips + hand)
-        d = boxes.distance(points)
-        return float(d.min()) if d.size else np.inf
-
     def _choose_grasp(self, boxes: gt.Boxes) -> None:
         options = self._grasp_candidates()
         o = gt.object_info(self.env, self.obj)
         # what the object stands on is below every option alike: it must not decide
         boxes = boxes[boxes.extent_along([0, 0, 1]) > o.aabb_min[2] + 0.005]
         # room counts up to 5 cm; among options with that much, the first listed wins
-        scores = [min(self._clearance(g, yaw, boxes), 0.05) - 0.001 * i for i, (g, yaw) in enumerate(options)]
+        scores = [min(_clearance(g, yaw, boxes), 0.05) - 0.001 * i for i, (g, yaw) in enumerate(options)]
         if self.takeover:  # a hand already lined up over an option (the learner's approach) keeps it
             eef = self._eef()
             for i, (g, _) in enumerate(options):
@@ -285,6 +309,16 @@ class PickPlace(Skill):
                 return float(height)
         return float(z)
 
+    def on_blocked(self, phase: Phase) -> bool:
+        # the way down to the grasp is blocked (a fixture beside the object, e.g. an opened
+        # drawer's front): rise and take the object from another side
+        if not self.regrasp_when_blocked or phase.name not in ("above", "descend") or self.replans >= 3:
+            return False
+        self.replans += 1
+        self.missed.add(self.grasp_index)
+        self.phases, self.phase_index = self.plan(), 0
+        return True
+
     def on_phase_end(self, phase: Phase) -> None:
         if phase.name == "descend":
             self.grasp_xy = self._eef()[:2]  # lift straight up from where the grasp happened
@@ -297,6 +331,83 @@ class PickPlace(Skill):
             self.replans += 1
             self.missed.add(self.grasp_index)
             self.phases, self.phase_index = self.plan(), -1
+
+
+class Push(Skill):
+    """Push a flat object (a plate: too low to grasp by its rim) across the table into a region:
+    closed fingers set down behind it, opposite the region, then driven through it along the
+    line from object to region, re-aimed every step as the object slides and turns."""
+
+    def __init__(self, env: LiberoEnv, obj: str, region: str, gain: float = 20.0):
+        super().__init__(env, gain)
+        self.obj, self.region = obj, region
+
+    def reset(self, R_down: np.ndarray | None = None, takeover: bool = False) -> None:
+        self.across = False
+        super().reset(R_down, takeover)
+
+    def on_blocked(self, phase: Phase) -> bool:
+        if phase.name not in ("descend", "back", "down") or self.across:
+            return False
+        self.across = True
+        self.phases, self.phase_index = self.plan(), 0
+        return True
+
+    def _line(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(object centre xy, unit direction to the region's centre, distance)."""
+        c = gt.object_info(self.env, self.obj).center[:2]
+        to = gt.site_position(self.env, self.region)[:2] - c
+        return c, to / max(np.linalg.norm(to), 1e-6), float(np.linalg.norm(to))
+
+    def _done(self) -> bool:
+        # LIBERO's check (the body origin inside the region's box, riding up on something allowed),
+        # 1 cm inside the box's edge (4 cm from the centre) so that it still holds once the hand leaves
+        o = gt.object_info(self.env, self.obj)
+        inside = np.abs(o.position[:2] - gt.site_position(self.env, self.region)[:2]).max() < 0.03
+        return bool(inside and self.env.robosuite_env._eval_predicate(["on", self.obj, self.region]))
+
+    def plan(self) -> list[Phase]:
+        o = gt.object_info(self.env, self.obj)
+        reach = 0.5 * float(np.max(o.size[:2]))  # from the centre to the rim, about
+        z = float(o.aabb_min[2]) + 0.012  # fingertips just above the table, on the rim
+        c, u, _ = self._line()
+        start = np.array([*(c - u * (reach + 0.015)), z])
+        # come down over the object's near part, then step back over the rim and down behind it:
+        # straight down behind it the fingers would meet what stands close behind (a drawer handle)
+        over = np.array([*(c - u * (reach - 0.03)), o.aabb_max[2] + 0.015])
+        boxes = gt.obstacle_boxes(self.env, exclude=(self.obj,))
+        # the hand's long side (the fingers' closing direction) along the push, so that it sweeps
+        # a narrow lane, or across it when that way down was blocked (a cabinet close behind);
+        # leaning 30 degrees ahead over the object either way, its body clear of what stands behind
+        tilt = T.quat2mat(T.axisangle2quat(np.array([u[1], -u[0], 0.0]) * -np.radians(30)))
+        self.R_goal = tilt @ _rot_z(np.arctan2(u[1], u[0]) - (0 if self.across else np.pi / 2)) @ self.R_down
+        travel_z = PickPlace._safe_height(boxes, self._eef()[:2], over[:2], max(self._eef()[2], z + 0.1), 0.0)
+
+        def pushing():
+            c, u, dist = self._line()
+            # a point inside the rim, ahead along the line: the hand keeps behind the centre
+            return np.array([*(c - u * (reach - 0.02) + u * min(dist, 0.05)), z])
+
+        if self._done():
+            return []
+        return [
+            Phase("approach", lambda: np.array([over[0], over[1], travel_z]), CLOSE, tol=0.02, max_steps=100),
+            Phase("descend", lambda: over, CLOSE, tol=0.01, max_steps=60),
+            Phase("back", lambda: np.array([start[0], start[1], over[2]]), CLOSE, tol=0.01, max_steps=30),
+            Phase("down", lambda: start, CLOSE, tol=0.01, max_steps=30),
+            Phase("push", pushing, CLOSE, reached=self._done, max_steps=150),
+            Phase("retreat", lambda: self._eef() + [0, 0, 0.1], OPEN, tol=0.02, max_steps=30),
+        ]
+
+
+class Home(Skill):
+    """Back to where the episode started, the hand pointing down: between a skill that turned the
+    hand (a drawer's horizontal grip) and the next, whose straight path from there would stretch
+    the arm into its elbow limit."""
+
+    def plan(self) -> list[Phase]:
+        home = self.env.start_eef_pos
+        return [Phase("home", lambda: home, OPEN, tol=0.03, max_steps=60)]
 
 
 class TurnKnob(Skill):
@@ -364,12 +475,7 @@ class Drawer(Skill):
         out = -j.axis if self.opens_negative else j.axis  # the way the drawer slides open
         front = j.boxes.extent_along(out)
         handle = j.boxes.centers[front > front.max() - 0.01].mean(0)  # the parts that stick out most
-        # hand: approach axis into the drawer, fingers closing vertically
-        a_l, c_l = self.R_down.T @ [0, 0, -1.0], self.R_down.T @ [0, 1.0, 0]
-        a_w, c_w = -out, np.array([0, 0, 1.0])
-        local = np.stack([a_l, c_l, np.cross(a_l, c_l)], 1)
-        world = np.stack([a_w, c_w, np.cross(a_w, c_w)], 1)
-        self.R_goal = world @ local.T
+        self.R_goal = _hand_along(self.R_down, -out)
         if self._done():
             return []  # already as wanted (LIBERO starts some drawers open)
         if not self.open:
