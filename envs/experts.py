@@ -10,7 +10,7 @@ from robosuite.utils import transform_utils as T
 
 from .libero_env import LiberoEnv
 from . import ground_truth as gt
-from .skills import Drawer, Home, PickPlace, Push, Skill, TurnKnob
+from .skills import Door, Drawer, Home, PickPlace, Push, Skill, TurnKnob
 
 
 class UnsupportedTask(NotImplementedError):
@@ -21,12 +21,14 @@ class TaskExpert:
     """The expert for a whole BDDL goal: one skill per predicate, in order (the chained libero_10
     goals included): pick-and-place for `on` / `in` (opening a drawer first when the target is
     inside one), a knob turn for `turnon` / `turnoff`, a pull or push for a drawer's `open` /
-    `close`. Other goals (pushing an object, a hinged door) raise UnsupportedTask."""
+    `close`, a swing for a hinged door's `close`, a push for a flat object onto a table region.
+Other goals (opening a hinged door) raise UnsupportedTask."""
 
     def __init__(self, env: LiberoEnv):
         goals = env.robosuite_env.parsed_problem["goal_state"]
         unsupported = [g for g in goals if g[0].lower() not in ("on", "in", "turnon", "turnoff", "open", "close")
-                       or (g[0].lower() in ("open", "close") and not self._is_drawer(env, g[1]))]
+                       or (g[0].lower() in ("open", "close") and not self._is_drawer(env, g[1])
+                           and not (g[0].lower() == "close" and self._is_door(env, g[1])))]
         if unsupported:
             raise UnsupportedTask(f"no scripted strategy for {unsupported} in {env.task.name}")
         # knobs first (a pot set on a stove would be in the way of its knob's turn), closing last
@@ -47,11 +49,25 @@ class TaskExpert:
         return jid >= 0 and model.jnt_type[jid] == mujoco.mjtJoint.mjJNT_SLIDE
 
     @staticmethod
+    def _is_door(env: LiberoEnv, name: str) -> bool:
+        """A fixture on a hinge (a microwave): its name is the goal's argument, not a region's."""
+        import mujoco
+
+        fixture = env.robosuite_env.fixtures_dict.get(name)
+        if fixture is None or not getattr(fixture, "joints", None):
+            return False
+        model = env.sim.model._model
+        jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, fixture.joints[0])
+        return jid >= 0 and model.jnt_type[jid] == mujoco.mjtJoint.mjJNT_HINGE
+
+    @staticmethod
     def _skills(env: LiberoEnv, goal: list[str]) -> list[Skill]:
         kind = goal[0].lower()
         if kind in ("turnon", "turnoff"):
             return [TurnKnob(env, goal[1], on=kind == "turnon")]
         if kind in ("open", "close"):
+            if TaskExpert._is_door(env, goal[1]):
+                return [Door(env, goal[1])]
             return [Drawer(env, goal[1], open=kind == "open")]
         site = env.robosuite_env.object_sites_dict.get(goal[2])
         size = gt.object_info(env, goal[1]).size

@@ -400,6 +400,56 @@ class Push(Skill):
         ]
 
 
+class Door(Skill):
+    """Swing a hinged door (a vertical hinge, e.g. a microwave's) shut: the closed fingers come
+    down beside the door's face, on the side away from where it must go, 70% of the way out from
+    the hinge, and follow the arc the door turns on, a little ahead of it, until the fixture
+    reads closed. Opening a hinged door is not built (no LIBERO goal needs it yet)."""
+
+    def __init__(self, env: LiberoEnv, fixture: str, gain: float = 20.0):
+        super().__init__(env, gain)
+        self.fixture = env.robosuite_env.get_object(fixture)
+        self.joint = self.fixture.joints[0]
+        art = self.fixture.object_properties["articulation"]
+        self.closes_up = min(art["default_close_ranges"]) > max(art["default_open_ranges"])  # q grows as it shuts
+
+    def _done(self) -> bool:
+        return bool(self.fixture.is_close(gt.joint_info(self.env, self.joint).qpos))
+
+    def _arc(self, ahead: float) -> tuple[np.ndarray, np.ndarray]:
+        """(the point 70% out along the door, turned `ahead` radians further shut; the way it moves there)."""
+        j = gt.joint_info(self.env, self.joint)
+        r = j.boxes.centers[:, :2] - j.anchor[:2]
+        reach = np.linalg.norm(r, axis=1).max() + 0.01
+        out = r[np.argmax(np.linalg.norm(r, axis=1))]
+        angle = np.arctan2(out[1], out[0]) + ahead * np.sign(j.axis[2]) * (1 if self.closes_up else -1)
+        e = np.array([np.cos(angle), np.sin(angle)])
+        n = np.sign(j.axis[2]) * (1 if self.closes_up else -1) * np.array([-e[1], e[0]])  # direction of travel
+        return j.anchor[:2] + 0.7 * reach * e, n
+
+    def plan(self) -> list[Phase]:
+        if self._done():
+            return []
+        j = gt.joint_info(self.env, self.joint)
+        top = float(j.boxes.extent_along([0, 0, 1]).max())
+        z = float(j.anchor[2])  # the door's middle height
+        p, n = self._arc(0.0)
+        behind = np.array([*(p - 0.05 * n), z])  # 5 cm off the face, on the side it is pushed from
+        boxes = gt.obstacle_boxes(self.env)
+        travel_z = PickPlace._safe_height(boxes, self._eef()[:2], behind[:2], max(self._eef()[2], top + 0.08), 0.0)
+
+        def along_arc():
+            p, _ = self._arc(0.3)
+            return np.array([*p, z])
+
+        return [
+            Phase("approach", lambda: np.array([behind[0], behind[1], travel_z]), CLOSE, tol=0.02, max_steps=100),
+            Phase("descend", lambda: behind, CLOSE, tol=0.015, max_steps=60),
+            Phase("swing", along_arc, CLOSE, reached=self._done, max_steps=120),
+            Phase("retreat", lambda: self._eef() + [0, 0, 0.1], OPEN, tol=0.02, max_steps=30),
+        ]
+
+
 class Home(Skill):
     """Back to where the episode started, the hand pointing down: between a skill that turned the
     hand (a drawer's horizontal grip) and the next, whose straight path from there would stretch

@@ -1,11 +1,13 @@
 """Real LIBERO scenes in MuJoCo: registry, observation conventions, ground truth, the expert."""
 
+import mujoco
 import numpy as np
 import pytest
 
 from envs import ground_truth as gt
 from envs.experts import UnsupportedTask, make_expert, run_expert_episode
 from envs.libero_env import LiberoEnv
+from envs.skills import Door, Push
 from envs.robot_state import quat_xyzw_to_axis_angle
 from envs.suites import MAX_STEPS, get_suite
 
@@ -116,6 +118,8 @@ def test_step_validates_actions(env):
     ("libero_goal", 7, 0),  # the stove's knob
     ("libero_goal", 0, 0),  # a drawer, pulled by its handle
     ("libero_90", 28, 0),  # a drawer, pushed shut
+    ("libero_goal", 5, 2),  # a plate, pushed across the table into a region
+    ("libero_90", 33, 0),  # a microwave's hinged door, swung shut
 ])
 def test_expert_succeeds(suite, task, init):
     e = LiberoEnv(suite, task, camera_obs=False)
@@ -126,10 +130,43 @@ def test_expert_succeeds(suite, task, init):
 
 
 def test_expert_refuses_goals_it_has_no_strategy_for():
-    e = LiberoEnv("libero_10", 9, camera_obs=False)  # ... in the microwave and close it
+    e = LiberoEnv("libero_90", 35, camera_obs=False)  # open the microwave: a hinged door's opening
     e.reset(init_state_index=0)
-    with pytest.raises(UnsupportedTask, match="close"):
+    with pytest.raises(UnsupportedTask, match="open"):
         make_expert(e)
+    e.close()
+
+
+def test_door_and_push_skills_reach_their_goal_read_from_the_simulator():
+    """The skills' own success checks agree with the joint angle and the body position read
+    straight from MuJoCo's state (the microwave shuts at qpos > -0.005; LIBERO's region is a box
+    of half-size 4 cm around its site)."""
+    e = LiberoEnv("libero_90", 33, camera_obs=False)  # close the microwave
+    obs, _ = e.reset(init_state_index=1)
+    door = Door(e, "microwave_1")
+    door.reset()
+    model, data = e.sim.model._model, e.sim.data._data
+    jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, door.joint)
+    assert data.qpos[model.jnt_qposadr[jid]] < -1.0  # starts open
+    for _ in range(200):  # until the skill is done or the episode ends in success (the task's goal)
+        obs, _, ended, *_ = e.step(door.act(obs))
+        if ended or door.phase == "done":
+            break
+    assert data.qpos[model.jnt_qposadr[jid]] > -0.005
+    e.close()
+
+    e = LiberoEnv("libero_goal", 5, camera_obs=False)  # push the plate to the front of the stove
+    obs, _ = e.reset(init_state_index=4)
+    push = Push(e, "plate_1", "main_table_stove_front_region")
+    push.reset()
+    for _ in range(290):
+        obs, _, ended, *_ = e.step(push.act(obs))
+        if ended or push.phase == "done":
+            break
+    plate = e.sim.data._data.xpos[e.robosuite_env.obj_body_id["plate_1"]]
+    site = e.sim.data._data.site_xpos[mujoco.mj_name2id(e.sim.model._model, mujoco.mjtObj.mjOBJ_SITE,
+                                                        "main_table_stove_front_region")]
+    assert np.abs(plate[:2] - site[:2]).max() < 0.04
     e.close()
 
 
