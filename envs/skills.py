@@ -343,8 +343,16 @@ class Push(Skill):
         self.obj, self.region = obj, region
 
     def reset(self, R_down: np.ndarray | None = None, takeover: bool = False) -> None:
-        self.across = False
+        self.across, self.replans = False, 0
         super().reset(R_down, takeover)
+
+    def act(self, obs=None) -> np.ndarray:
+        if self.phase == "push" and self.replans < 2:
+            c, u, _ = self._line()
+            if (self._eef()[:2] - c) @ u > 0.02 - self.reach:  # the fingers rode over the rim onto it
+                self.replans += 1
+                self.phases, self.phase_index, self.phase_steps, self._trail = self.plan(), 0, 0, []
+        return super().act(obs)
 
     def on_blocked(self, phase: Phase) -> bool:
         if phase.name not in ("descend", "back", "down") or self.across:
@@ -369,7 +377,7 @@ class Push(Skill):
     def plan(self) -> list[Phase]:
         o = gt.object_info(self.env, self.obj)
         reach = 0.5 * float(np.max(o.size[:2]))  # from the centre to the rim, about
-        z = float(o.aabb_min[2]) + 0.012  # fingertips just above the table, on the rim
+        z = float(o.aabb_min[2]) + 0.007  # fingertips just above the table: below the rim's top, not over it
         c, u, _ = self._line()
         start = np.array([*(c - u * (reach + 0.015)), z])
         # come down over the object's near part, then step back over the rim and down behind it:
@@ -383,10 +391,13 @@ class Push(Skill):
         self.R_goal = tilt @ _rot_z(np.arctan2(u[1], u[0]) - (0 if self.across else np.pi / 2)) @ self.R_down
         travel_z = PickPlace._safe_height(boxes, self._eef()[:2], over[:2], max(self._eef()[2], z + 0.1), 0.0)
 
+        self.reach = reach
+
         def pushing():
-            c, u, dist = self._line()
-            # a point inside the rim, ahead along the line: the hand keeps behind the centre
-            return np.array([*(c - u * (reach - 0.02) + u * min(dist, 0.05)), z])
+            c, u, _ = self._line()
+            # 6 cm past the near rim, along the line: the hand presses on the rim at full push,
+            # re-aimed as it slides
+            return np.array([*(c - u * (reach - 0.06)), z])
 
         if self._done():
             return []
