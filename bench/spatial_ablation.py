@@ -14,7 +14,11 @@ Each arm's policy at continued step `eval_step` (6,000, the untuned arm's shippe
 LIBERO-Spatial protocol (50 init states x 10 tasks, the batched engine); success with 95% Wilson
 intervals, each difference to the untuned arm with Newcombe's interval. The spatial benchmark of
 the untuned and the tuned backbone (held-out tasks) is printed too. Every part resumes: rerun the
-same command after a kill. Two processes can share the 2 cores (`arms=tuned threads=1` and
+same command after a kill. Across sessions (a fresh machine keeps only git): each run's final
+weights go to checkpoints/spatial_ablation/<run> (no optimiser state; the spatial stage packed to
+the rows it changed, 8 MB) with the digest of the demonstrations, and a later invocation skips
+those runs; a re-collected dataset whose digest differs is refused. Two processes can share
+the 2 cores (`arms=tuned threads=1` and
 `arms=cotrained threads=1`, `train_only=true`); the plain command then evaluates and reports.
 
 python bench/spatial_ablation.py [arms=tuned,cotrained] [threads=2] [train_only=false]
@@ -54,7 +58,8 @@ def published(name: str, run, demos: str | None = None) -> Path:
     """The weights `run()` ends with, kept in git under checkpoints/spatial_ablation/<name>: a fresh
     machine keeps nothing else, and every later run starts from weights alone (a new optimiser), so
     the ablation can span sessions without changing the recipe. `demos`: the digest of the
-    demonstrations it learned from, kept beside the weights."""
+    demonstrations it learned from, kept beside the weights. (The spatial stage's backbone is
+    kept packed: pack_stage.)"""
     dest = PUBLISHED / name
     if not (dest / "model.safetensors").is_file():
         src = run()
@@ -64,6 +69,65 @@ def published(name: str, run, demos: str | None = None) -> Path:
         if demos:
             (tmp / DEMOS_DIGEST).write_text(demos + "\n")
         tmp.rename(dest)
+    return dest
+
+
+def stage_model(spatial_data: str):
+    """The spatial stage's model as freshly built (same config and seed): what it started from."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from vla.spatial.generate import read_records
+    from vla.spatial.model import build_vqa_model
+
+    cfg = config("config", "stage=spatial", "recipe=cpu", f"train.dataset={spatial_data}")
+    torch.manual_seed(cfg.seed)
+    return build_vqa_model(OmegaConf.to_container(cfg.model, resolve=True), cfg.seed, read_records(spatial_data, "train"))
+
+
+def pack_stage(folder: Path, dest: Path, spatial_data: str) -> None:
+    """The spatial stage's backbone in a few MB for git: of the 151k-row embedding and LM-head
+    matrices only the rows that differ from the fresh build (the frozen embedding has none; the
+    answer rows do), the rest of the weights whole; the tokenizer is rebuilt on unpacking."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForImageTextToText
+
+    full = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).state_dict()
+    fresh = stage_model(spatial_data).lm.state_dict()
+    packed = {}
+    for k, v in full.items():
+        if v.ndim == 2 and v.shape[0] > 100_000:
+            rows = torch.nonzero((v != fresh[k]).any(1)).flatten()
+            packed[k], packed[k + ".changed_rows"] = v[rows].contiguous(), rows
+        else:
+            packed[k] = v.contiguous()
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(packed, str(dest / "packed.safetensors"))
+    shutil.copy(folder / "config.yaml", dest / "config.yaml")
+
+
+def unpack_stage(packed: Path, dest: Path, spatial_data: str) -> Path:
+    """The HF backbone folder again (what backbone_checkpoint= and the spatial benchmark load)."""
+    from safetensors.torch import load_file
+
+    if (dest / "model.safetensors").is_file():
+        return dest
+    model = stage_model(spatial_data)
+    state, saved = model.lm.state_dict(), load_file(str(packed / "packed.safetensors"))
+    for k, v in saved.items():
+        if k.endswith(".changed_rows"):
+            continue
+        if k + ".changed_rows" in saved:
+            state[k][saved[k + ".changed_rows"]] = v
+        else:
+            state[k] = v
+    model.lm.load_state_dict(state)
+    model.head_from_lm()
+    tmp = dest.with_name(dest.name + ".tmp")
+    model.save(tmp)
+    shutil.copy(packed / "config.yaml", tmp / "config.yaml")
+    tmp.rename(dest)
     return dest
 
 
@@ -130,10 +194,14 @@ def main() -> None:
     train_only = args.get("train_only", "false") == "true"
     if "tuned" in arms or not train_only:  # the report needs the stage's checkpoint too
         t0 = time.time()
-        stage = published("spatial_stage", lambda: train(config(
-            "config", "stage=spatial", "recipe=cpu", f"train.dataset={spatial_data}",
-            f"train.max_steps={args.get('spatial_steps', 3000)}", "train.warmup_steps=100", "train.save_every=500",
-            "train.eval_every=1000", f"train.num_threads={threads}", f"train.output_dir={out / 'spatial_stage'}")))
+        packed = PUBLISHED / "spatial_stage"
+        if not (packed / "packed.safetensors").is_file():
+            pack_stage(train(config(
+                "config", "stage=spatial", "recipe=cpu", f"train.dataset={spatial_data}",
+                f"train.max_steps={args.get('spatial_steps', 3000)}", "train.warmup_steps=100", "train.save_every=500",
+                "train.eval_every=1000", f"train.num_threads={threads}", f"train.output_dir={out / 'spatial_stage'}")),
+                packed, spatial_data)
+        stage = unpack_stage(packed, out / "spatial_stage_backbone", spatial_data)
         times["spatial stage"] = time.time() - t0
     extra = {"tuned": [f"backbone_checkpoint={stage}"],
              "cotrained": [f"train.cotrain_spatial={args.get('cotrain', 0.25)}", f"train.spatial_dataset={spatial_data}"],
