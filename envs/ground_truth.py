@@ -172,6 +172,13 @@ def narrow_axis(env, name: str) -> np.ndarray:
     return narrowest_direction(_geom_corners(model, data, geoms)[:, :2])
 
 
+def object_boxes(env, name: str) -> Boxes:
+    """An object's collision shape as oriented boxes (its parts: body, handle, spout...)."""
+    model, data = env.sim.model._model, env.sim.data._data
+    geoms = _shape_geoms(model, env.robosuite_env.obj_body_id[name])
+    return _boxes(model, data, geoms[_collision(model)[geoms]])
+
+
 def all_objects(env) -> dict[str, ObjectInfo]:
     return {n: object_info(env, n) for n in object_names(env)}
 

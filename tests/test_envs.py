@@ -7,7 +7,8 @@ import pytest
 from envs import ground_truth as gt
 from envs.experts import UnsupportedTask, make_expert, run_expert_episode
 from envs.libero_env import LiberoEnv
-from envs.skills import Door, Push
+from envs.fixture_skills import Door
+from envs.object_skills import Push
 from envs.robot_state import quat_xyzw_to_axis_angle
 from envs.suites import MAX_STEPS, get_suite
 
@@ -120,6 +121,8 @@ def test_step_validates_actions(env):
     ("libero_90", 28, 0),  # a drawer, pushed shut
     ("libero_goal", 5, 2),  # a plate, pushed across the table into a region
     ("libero_90", 33, 0),  # a microwave's hinged door, swung shut
+    ("libero_10", 2, 0),  # a moka pot (closed top, wider than the hand): a searched pinch, then the stove
+    ("libero_10", 8, 1),  # two moka pots on one stove: the second goes to the free spot
 ])
 def test_expert_succeeds(suite, task, init):
     e = LiberoEnv(suite, task, camera_obs=False)

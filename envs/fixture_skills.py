@@ -1,0 +1,143 @@
+"""Skills on articulated fixtures: a stove's knob turned, a drawer pulled open or pushed shut, a
+hinged door swung shut."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import ground_truth as gt
+from .libero_env import LiberoEnv
+from .skills import CLOSE, OPEN, Phase, Skill, hand_along, rot_z, safe_height
+
+class TurnKnob(Skill):
+    """Turn a fixture's knob (a hinge about a vertical axis, e.g. a stove) on or off: grasp it on
+    its axis across its narrow side and turn the hand about the axis."""
+
+    def __init__(self, env: LiberoEnv, obj: str, on: bool, gain: float = 20.0):
+        super().__init__(env, gain)
+        fixture = env.robosuite_env.get_object(obj)
+        self.joint = fixture.joints[0]
+        art = fixture.object_properties["articulation"]
+        # aim inside the goal range, clear of its edge; "on" ranges are wide, "off" ones a sliver
+        lo, hi = (min(art["default_turnon_ranges"]), max(art["default_turnon_ranges"])) if on else \
+            (min(art["default_turnoff_ranges"]), max(art["default_turnoff_ranges"]))
+        self.goal = lo + 0.3 * (hi - lo) if on else 0.5 * (lo + hi)
+        self.on = on
+
+    def _q(self) -> float:
+        return gt.joint_info(self.env, self.joint).qpos
+
+    def plan(self) -> list[Phase]:
+        j = gt.joint_info(self.env, self.joint)
+        top = float(j.boxes.extent_along([0, 0, 1]).max())
+        grasp = np.array([j.anchor[0], j.anchor[1], top - 0.015])
+        narrow = gt.narrowest_direction(j.boxes.centers[:, :2])  # across the knob's parts
+        self.yaw = np.arctan2(narrow[1], narrow[0]) % np.pi - np.pi / 2
+        self.R_goal = rot_z(self.yaw) @ self.R_down
+        turn = (self.goal - j.qpos) * np.sign(j.axis[2])
+        R_turned = rot_z(self.yaw + turn) @ self.R_down
+        above = grasp + [0, 0, 0.06]
+        reached = (lambda: self._q() >= self.goal) if self.on else (lambda: self._q() <= self.goal)
+        return [
+            Phase("approach", lambda: above, OPEN, tol=0.01, max_steps=100),
+            Phase("descend", lambda: grasp, OPEN, tol=0.008, max_steps=50),
+            Phase("close", lambda: grasp, CLOSE, tol=1.0, min_steps=10, max_steps=10),
+            Phase("turn", lambda: grasp, CLOSE, rotation=lambda: R_turned, reached=reached, max_steps=60),
+            Phase("release", lambda: grasp, OPEN, tol=1.0, min_steps=8, max_steps=8),
+            Phase("retreat", lambda: above, OPEN, tol=0.02, max_steps=30),
+        ]
+
+
+class Drawer(Skill):
+    """Open or close a drawer (a slide joint under a BDDL region). Open: take its handle from
+    the front with the hand turned horizontal, fingers closing vertically, and pull it out.
+    Close: the same hand, fingers shut, pushes the handle in. Done by the fixture's own check."""
+
+    def __init__(self, env: LiberoEnv, region: str, open: bool, gain: float = 20.0):
+        super().__init__(env, gain)
+        rs = env.robosuite_env
+        site = rs.object_sites_dict[region]
+        self.joint = site.joints[0]
+        self.fixture = rs.get_object(site.parent_name)
+        art = self.fixture.object_properties["articulation"]
+        self.opens_negative = max(art["default_open_ranges"]) < min(art["default_close_ranges"])
+        self.open = open
+
+    def _done(self) -> bool:
+        q = gt.joint_info(self.env, self.joint).qpos
+        step = 0.01 if self.opens_negative else -0.01  # 1 cm against the opening direction
+        # a little past the fixture's own threshold, so the goal check holds when the hand lets go
+        return self.fixture.is_open(q + step) if self.open else self.fixture.is_close(q - step)
+
+    def plan(self) -> list[Phase]:
+        j = gt.joint_info(self.env, self.joint)
+        out = -j.axis if self.opens_negative else j.axis  # the way the drawer slides open
+        front = j.boxes.extent_along(out)
+        handle = j.boxes.centers[front > front.max() - 0.01].mean(0)  # the parts that stick out most
+        self.R_goal = hand_along(self.R_down, -out)
+        if self._done():
+            return []  # already as wanted (LIBERO starts some drawers open)
+        if not self.open:
+            return [
+                Phase("approach", lambda: handle + 0.10 * out, CLOSE, tol=0.015, max_steps=100),
+                Phase("push", lambda: handle - 0.25 * out, CLOSE, reached=self._done, max_steps=100),
+                Phase("retreat", lambda: self._eef() + 0.1 * out, OPEN, tol=0.02, min_steps=5, max_steps=20),
+            ]
+        return [
+            Phase("approach", lambda: handle + 0.12 * out, OPEN, tol=0.015, max_steps=100),
+            Phase("reach", lambda: handle + 0.005 * out, OPEN, tol=0.008, max_steps=50),
+            Phase("close", lambda: handle, CLOSE, tol=1.0, min_steps=10, max_steps=10),
+            Phase("pull", lambda: handle + 0.16 * out, CLOSE, reached=self._done, max_steps=80),
+            Phase("release", lambda: self._eef(), OPEN, tol=1.0, min_steps=8, max_steps=8),
+            Phase("retreat", lambda: handle + 0.24 * out, OPEN, tol=0.02, max_steps=20),
+        ]
+
+
+class Door(Skill):
+    """Swing a hinged door (a vertical hinge, e.g. a microwave's) shut: the closed fingers come
+    down beside the door's face, on the side away from where it must go, 70% of the way out from
+    the hinge, and follow the arc the door turns on, a little ahead of it, until the fixture
+    reads closed. Opening a hinged door is not built (no LIBERO goal needs it yet)."""
+
+    def __init__(self, env: LiberoEnv, fixture: str, gain: float = 20.0):
+        super().__init__(env, gain)
+        self.fixture = env.robosuite_env.get_object(fixture)
+        self.joint = self.fixture.joints[0]
+        art = self.fixture.object_properties["articulation"]
+        self.closes_up = min(art["default_close_ranges"]) > max(art["default_open_ranges"])  # q grows as it shuts
+
+    def _done(self) -> bool:
+        return bool(self.fixture.is_close(gt.joint_info(self.env, self.joint).qpos))
+
+    def _arc(self, ahead: float) -> tuple[np.ndarray, np.ndarray]:
+        """(the point 70% out along the door, turned `ahead` radians further shut; the way it moves there)."""
+        j = gt.joint_info(self.env, self.joint)
+        r = j.boxes.centers[:, :2] - j.anchor[:2]
+        reach = np.linalg.norm(r, axis=1).max() + 0.01
+        out = r[np.argmax(np.linalg.norm(r, axis=1))]
+        angle = np.arctan2(out[1], out[0]) + ahead * np.sign(j.axis[2]) * (1 if self.closes_up else -1)
+        e = np.array([np.cos(angle), np.sin(angle)])
+        n = np.sign(j.axis[2]) * (1 if self.closes_up else -1) * np.array([-e[1], e[0]])  # direction of travel
+        return j.anchor[:2] + 0.7 * reach * e, n
+
+    def plan(self) -> list[Phase]:
+        if self._done():
+            return []
+        j = gt.joint_info(self.env, self.joint)
+        top = float(j.boxes.extent_along([0, 0, 1]).max())
+        z = float(j.anchor[2])  # the door's middle height
+        p, n = self._arc(0.0)
+        behind = np.array([*(p - 0.05 * n), z])  # 5 cm off the face, on the side it is pushed from
+        boxes = gt.obstacle_boxes(self.env)
+        travel_z = safe_height(boxes, self._eef()[:2], behind[:2], max(self._eef()[2], top + 0.08), 0.0)
+
+        def along_arc():
+            p, _ = self._arc(0.3)
+            return np.array([*p, z])
+
+        return [
+            Phase("approach", lambda: np.array([behind[0], behind[1], travel_z]), CLOSE, tol=0.02, max_steps=100),
+            Phase("descend", lambda: behind, CLOSE, tol=0.015, max_steps=60),
+            Phase("swing", along_arc, CLOSE, reached=self._done, max_steps=120),
+            Phase("retreat", lambda: self._eef() + [0, 0, 0.1], OPEN, tol=0.02, max_steps=30),
+        ]
