@@ -40,27 +40,25 @@ Other goals (opening a hinged door) raise UnsupportedTask."""
         self.steps = [skill for g in goals for skill in self._skills(env, g)]
 
     @staticmethod
-    def _is_drawer(env: LiberoEnv, region: str) -> bool:
+    def _first_joint_is(env: LiberoEnv, thing, kind: str) -> bool:
+        """Whether a region site's or fixture's first joint is a `kind` ("SLIDE": a drawer,
+        "HINGE": a door) joint."""
         import mujoco
 
-        site = env.robosuite_env.object_sites_dict.get(region)
-        if site is None or not getattr(site, "joints", None):
+        if thing is None or not getattr(thing, "joints", None):
             return False
         model = env.sim.model._model
-        jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, site.joints[0])
-        return jid >= 0 and model.jnt_type[jid] == mujoco.mjtJoint.mjJNT_SLIDE
+        jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, thing.joints[0])
+        return jid >= 0 and model.jnt_type[jid] == getattr(mujoco.mjtJoint, f"mjJNT_{kind}")
+
+    @staticmethod
+    def _is_drawer(env: LiberoEnv, region: str) -> bool:
+        return TaskExpert._first_joint_is(env, env.robosuite_env.object_sites_dict.get(region), "SLIDE")
 
     @staticmethod
     def _is_door(env: LiberoEnv, name: str) -> bool:
         """A fixture on a hinge (a microwave): its name is the goal's argument, not a region's."""
-        import mujoco
-
-        fixture = env.robosuite_env.fixtures_dict.get(name)
-        if fixture is None or not getattr(fixture, "joints", None):
-            return False
-        model = env.sim.model._model
-        jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, fixture.joints[0])
-        return jid >= 0 and model.jnt_type[jid] == mujoco.mjtJoint.mjJNT_HINGE
+        return TaskExpert._first_joint_is(env, env.robosuite_env.fixtures_dict.get(name), "HINGE")
 
     @staticmethod
     def _skills(env: LiberoEnv, goal: list[str]) -> list[Skill]:
