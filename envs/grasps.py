@@ -25,30 +25,32 @@ def search_top_grasp(env, obj: str, yaws: int = 12, step: float = 0.01) -> tuple
     parts = gt.object_boxes(env, obj)
     o = gt.object_info(env, obj)
     t = np.arange(-0.06, 0.0601, 0.002)  # along the closing line
+    grid = [(x, y) for x in np.arange(o.aabb_min[0], o.aabb_max[0] + 1e-9, step)
+            for y in np.arange(o.aabb_min[1], o.aabb_max[1] + 1e-9, step)]
+    tops = {p: top_at(parts, np.array(p), o) for p in grid}  # the same for every closing direction
     best, best_d = None, np.inf
     for yaw in np.linspace(0, np.pi, yaws, endpoint=False):
         across = np.array([-np.sin(yaw), np.cos(yaw), 0.0])
         along = np.array([np.cos(yaw), np.sin(yaw), 0.0])
-        for x in np.arange(o.aabb_min[0], o.aabb_max[0] + 1e-9, step):
-            for y in np.arange(o.aabb_min[1], o.aabb_max[1] + 1e-9, step):
-                top = top_at(parts, np.array([x, y]), o)
-                if top is None:
-                    continue
-                z = top - min(0.02, 0.4 * (top - o.aabb_min[2]))
-                line = np.array([x, y, z]) + t[:, None] * across
-                solid = parts.distance(line).min(1) == 0
-                if not solid[len(t) // 2]:
-                    continue
-                lo, hi = _run_around(solid, len(t) // 2)
-                width = (hi - lo) * 0.002
-                if width > OPEN_WIDTH - 2 * MARGIN:
-                    continue
-                centre = np.array([x, y, z]) + t[(lo + hi) // 2] * across  # grip at the middle of the piece
-                if not _fingers_clear(parts, centre, across, along):
-                    continue
-                d = np.linalg.norm(centre[:2] - o.position[:2])
-                if d < best_d:
-                    best, best_d = (centre, float((yaw + np.pi / 2) % np.pi - np.pi / 2)), d
+        for x, y in grid:
+            top = tops[(x, y)]
+            if top is None:
+                continue
+            z = top - min(0.02, 0.4 * (top - o.aabb_min[2]))
+            line = np.array([x, y, z]) + t[:, None] * across
+            solid = parts.distance(line).min(1) == 0
+            if not solid[len(t) // 2]:
+                continue
+            lo, hi = _run_around(solid, len(t) // 2)
+            width = (hi - lo) * 0.002
+            if width > OPEN_WIDTH - 2 * MARGIN:
+                continue
+            centre = np.array([x, y, z]) + t[(lo + hi) // 2] * across  # grip at the middle of the piece
+            if not _fingers_clear(parts, centre, across, along):
+                continue
+            d = np.linalg.norm(centre[:2] - o.position[:2])
+            if d < best_d:
+                best, best_d = (centre, float((yaw + np.pi / 2) % np.pi - np.pi / 2)), d
     return best
 
 

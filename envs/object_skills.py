@@ -11,6 +11,7 @@ from .grasps import search_top_grasp, top_at
 from .libero_env import LiberoEnv
 from .skills import CLOSE, OPEN, ROBOT_BODIES, Phase, Skill, clearance, rot_z, safe_height
 
+
 class PickPlace(Skill):
     """Pick `obj` and put it on / in `target` (an object or a BDDL region site)."""
 
