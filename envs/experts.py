@@ -74,7 +74,7 @@ Other goals (opening a hinged door) raise UnsupportedTask."""
         if kind == "on" and site is not None and size[2] < 0.03 and min(size[:2]) > 0.08:
             return [Push(env, goal[1], goal[2])]  # a plate onto a table region: too flat to grasp
         if kind == "in" and site is not None and getattr(site, "joints", None):  # open it first
-            return [Drawer(env, goal[2], open=True), Home(env),  # the opened drawer may overhang the object
+            return [Drawer(env, goal[2], open=True, fit=goal[1]), Home(env),  # the opened drawer may overhang the object
                     PickPlace(env, goal[1], goal[2], predicate=kind, regrasp_when_blocked=True)]
         return [PickPlace(env, goal[1], goal[2], predicate=kind)]
 

@@ -4,6 +4,7 @@ hinged door swung shut."""
 from __future__ import annotations
 
 import numpy as np
+from robosuite.utils import transform_utils as T
 
 from . import ground_truth as gt
 from .libero_env import LiberoEnv
@@ -53,18 +54,24 @@ class Drawer(Skill):
     the front with the hand turned horizontal, fingers closing vertically, and pull it out.
     Close: the same hand, fingers shut, pushes the handle in. Done by the fixture's own check."""
 
-    def __init__(self, env: LiberoEnv, region: str, open: bool, gain: float = 20.0):
+    def __init__(self, env: LiberoEnv, region: str, open: bool, gain: float = 20.0, fit: str | None = None):
+        """fit: open only as far as this object needs to go in (its width and 3 cm for the
+        fingers): a drawer pulled all the way out hangs over what stands in front of it."""
         super().__init__(env, gain)
+        self.opening = None if fit is None else float(np.max(gt.object_info(env, fit).size[:2])) + 0.03
         rs = env.robosuite_env
         site = rs.object_sites_dict[region]
         self.joint = site.joints[0]
         self.fixture = rs.get_object(site.parent_name)
+        self.floor = float(gt.object_info(env, site.parent_name).aabb_min[2])  # what the fixture stands on
         art = self.fixture.object_properties["articulation"]
         self.opens_negative = max(art["default_open_ranges"]) < min(art["default_close_ranges"])
         self.open = open
 
     def _done(self) -> bool:
         q = gt.joint_info(self.env, self.joint).qpos
+        if self.open and self.opening is not None:
+            return (-q if self.opens_negative else q) >= self.opening - 0.01
         step = 0.01 if self.opens_negative else -0.01  # 1 cm against the opening direction
         # a little past the fixture's own threshold, so the goal check holds when the hand lets go
         return self.fixture.is_open(q + step) if self.open else self.fixture.is_close(q - step)
@@ -77,6 +84,23 @@ class Drawer(Skill):
         self.R_goal = hand_along(self.R_down, -out)
         if self._done():
             return []  # already as wanted (LIBERO starts some drawers open)
+        if not self.open and handle[2] - 0.1 < self.floor:
+            # a bottom drawer: the hand turned horizontal is 20 cm tall and would meet the table.
+            # Pointing down, the closed fingers side by side come down just off its front, 1.5 cm
+            # under the front's top edge (lower, the forearm meets the cabinet's base), and push
+            # leaning back 30 degrees, the wrist trailing: upright it meets the cabinet above the drawer
+            u = -out[:2]  # the push
+            tilt = T.quat2mat(T.axisangle2quat(np.array([u[1], -u[0], 0.0]) * np.radians(30)))
+            self.R_goal = tilt @ rot_z(self.nearer_equivalent(float(np.arctan2(out[1], out[0])))) @ self.R_down
+            top = j.boxes[front > front.max() - 0.03].extent_along([0, 0, 1]).max()
+            off = np.array([*(handle + 0.03 * out)[:2], top - 0.015])
+            travel_z = safe_height(gt.obstacle_boxes(self.env), self._eef()[:2], off[:2], max(self._eef()[2], off[2] + 0.15), 0.0)
+            return [
+                Phase("approach", lambda: np.array([off[0], off[1], travel_z]), CLOSE, tol=0.02, max_steps=100),
+                Phase("descend", lambda: off, CLOSE, tol=0.01, max_steps=60),
+                Phase("push", lambda: handle - 0.25 * out, CLOSE, reached=self._done, max_steps=100),
+                Phase("retreat", lambda: self._eef() + [*(0.05 * out[:2]), 0.1], OPEN, tol=0.02, max_steps=30),
+            ]
         if not self.open:
             return [
                 Phase("approach", lambda: handle + 0.10 * out, CLOSE, tol=0.015, max_steps=100),
@@ -87,7 +111,8 @@ class Drawer(Skill):
             Phase("approach", lambda: handle + 0.12 * out, OPEN, tol=0.015, max_steps=100),
             Phase("reach", lambda: handle + 0.005 * out, OPEN, tol=0.008, max_steps=50),
             Phase("close", lambda: handle, CLOSE, tol=1.0, min_steps=10, max_steps=10),
-            Phase("pull", lambda: handle + 0.16 * out, CLOSE, reached=self._done, max_steps=80),
+            # as far as needed: to the opening itself, slowing down on the way (it would run on)
+            Phase("pull", lambda: handle + (self.opening or 0.16) * out, CLOSE, reached=self._done, max_steps=80),
             Phase("release", lambda: self._eef(), OPEN, tol=1.0, min_steps=8, max_steps=8),
             Phase("retreat", lambda: handle + 0.24 * out, OPEN, tol=0.02, max_steps=20),
         ]

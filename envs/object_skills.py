@@ -129,16 +129,19 @@ class PickPlace(Skill):
             return []  # taken over after this goal was reached
         boxes = gt.obstacle_boxes(env, exclude=(self.obj,))
         self.region_offset = self._free_spot()
+        self.overhead = not self._column_clear(boxes, np.zeros(2))  # something hangs over the object
         self._choose_grasp(boxes)
         if around:  # grasp where the hand already is, turned as it is
             self.grasp_offset = self._eef() - gt.object_info(env, self.obj).center
             R_rel = T.quat2mat(env.raw_obs["robot0_eef_quat"]) @ self.R_down.T
             self.yaw = float(np.arctan2(R_rel[1, 0], R_rel[0, 0]))
+        self.yaw = self.nearer_equivalent(self.yaw)
         self.R_goal = rot_z(self.yaw) @ self.R_down
         grasp = self._grasp_point()
         below_grip = grasp[2] - gt.object_info(env, self.obj).aabb_min[2]  # object bottom below the grip site
         place_xy, target_top = self._target_info()
-        carry_z = safe_height(boxes, grasp[:2], place_xy, max(grasp[2], target_top + below_grip) + 0.09, below_grip)
+        shift = self._slide_before_lift(boxes)
+        carry_z = safe_height(boxes, grasp[:2] + shift, place_xy, max(grasp[2], target_top + below_grip) + 0.09, below_grip)
         travel_z = safe_height(boxes, self._eef()[:2], grasp[:2], max(self._eef()[2], grasp[2] + 0.08), 0.0)
 
         def over_grasp():
@@ -169,6 +172,9 @@ class PickPlace(Skill):
             gap = gt.object_info(env, self.obj).aabb_min[2] - (top + clearance)
             return np.array([*over_target_xy(), self._eef()[2] - gap])
 
+        def slid():
+            return np.array([*(self.grasp_xy + shift), grasp[2] + 0.015])
+
         def retreat():
             p = self._eef()
             return np.array([p[0], p[1], carry_z])
@@ -182,6 +188,7 @@ class PickPlace(Skill):
             Phase("above", above_grasp, OPEN, tol=0.01, max_steps=40),
             Phase("descend", at_grasp, OPEN, tol=0.01, max_steps=60),
             Phase("close", at_grasp, CLOSE, tol=1.0, min_steps=10, max_steps=10),
+            *([Phase("slide", slid, CLOSE, tol=0.01, max_steps=40)] if shift.any() else []),
             Phase("lift", lifted, CLOSE, tol=0.02, max_steps=60),
             Phase("carry", above_place, CLOSE, tol=0.01, max_steps=100),
             # settle the swing a few cm up, so the last part of the descent is straight down
@@ -213,6 +220,37 @@ class PickPlace(Skill):
             prefix.append(Phase("rise", lambda: np.array([start[0], start[1], travel_z]), OPEN, tol=0.02, max_steps=60))
         return prefix + phases
 
+    def _footprint_clear(self, boxes: gt.Boxes, shifts, zs, margin: float) -> bool:
+        """Nothing within `margin` of the object's footprint (a 5 x 5 grid over its box), moved by
+        each of `shifts` (xy), at each of the heights `zs`."""
+        o = gt.object_info(self.env, self.obj)
+        xs, ys = (np.linspace(lo, hi, 5) for lo, hi in zip(o.aabb_min[:2], o.aabb_max[:2]))
+        pts = np.array([[x + s[0], y + s[1], z] for s in shifts for x in xs for y in ys for z in zs])
+        return not len(boxes.centers) or boxes.distance(pts).min() > margin
+
+    def _column_clear(self, boxes: gt.Boxes, shift: np.ndarray) -> bool:
+        """Nothing hangs over the object (moved by `shift`): the room it and the hand need to rise."""
+        o = gt.object_info(self.env, self.obj)
+        return self._footprint_clear(boxes, [shift], np.arange(o.aabb_max[2] + 0.01, o.aabb_max[2] + 0.3, 0.02), 0.01)
+
+    def _slide_clear(self, boxes: gt.Boxes, shift: np.ndarray) -> bool:
+        """The object, slid `shift` along the table 1.5 cm up, touches nothing on the way."""
+        o = gt.object_info(self.env, self.obj)
+        return self._footprint_clear(boxes, [t * shift for t in np.linspace(0.25, 1, 4)],
+                                     np.arange(o.aabb_min[2] + 0.025, o.aabb_max[2] + 0.015, 0.02), 0.005)
+
+    def _slide_before_lift(self, boxes: gt.Boxes) -> np.ndarray:
+        """How far (xy) to slide the grasped object, just off the table, before lifting it: none
+        when nothing hangs over it; else the shortest slide (toward the robot when two tie)
+        after which the column over it is clear (a bowl under an opened drawer)."""
+        if not self.overhead:
+            return np.zeros(2)
+        for dist in np.arange(0.03, 0.16, 0.02):
+            for angle in np.radians(np.arange(180, 540, 22.5)) % (2 * np.pi):  # from -x (the robot) round
+                shift = dist * np.array([np.cos(angle), np.sin(angle)])
+                if self._column_clear(boxes, shift) and self._slide_clear(boxes, shift):
+                    return shift
+        return np.zeros(2)
 
     def on_blocked(self, phase: Phase) -> bool:
         # the way down to the grasp is blocked (a fixture beside the object, e.g. an opened
@@ -225,7 +263,7 @@ class PickPlace(Skill):
         return True
 
     def on_phase_end(self, phase: Phase) -> None:
-        if phase.name == "descend":
+        if phase.name in ("descend", "slide"):
             self.grasp_xy = self._eef()[:2]  # lift straight up from where the grasp happened
         if phase.name == "close":
             self.bottom_at_grasp = gt.object_info(self.env, self.obj).aabb_min[2]

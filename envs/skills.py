@@ -39,6 +39,11 @@ def rot_z(yaw: float) -> np.ndarray:
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
 
 
+def turn_angle(R_a: np.ndarray, R_b: np.ndarray) -> float:
+    """The angle (radians) of the rotation taking orientation R_b to R_a."""
+    return float(np.linalg.norm(T.quat2axisangle(T.mat2quat(R_a @ R_b.T))))
+
+
 def clearance(grip: np.ndarray, yaw: float, boxes: gt.Boxes, spread: float = 0.045) -> float:
     """Room around the fingertips (`spread` apart from the grip site: 0.045 open, ~0.01 shut)
     along the path they sweep down to `grip`, and around the hand above them."""
@@ -115,6 +120,16 @@ class Skill:
         rot = np.clip(T.quat2axisangle(T.mat2quat(R_goal @ R.T)) / ROT_SCALE, -1.0, 1.0)
         return np.concatenate([pos, rot, [ph.gripper]]).astype(np.float32)
 
+    def nearer_equivalent(self, yaw: float) -> float:
+        """`yaw` or the same grasp a half turn round (the fingers are symmetric), whichever the
+        hand, pointing down, turns to by less; a half turn is ambiguous (its axis flips from
+        step to step). Only within ~10 degrees of a half turn: any other turn is well defined, and kept."""
+        R_rel = T.quat2mat(self.env.raw_obs["robot0_eef_quat"]) @ self.R_down.T
+        if R_rel[2, 2] < 0.9:  # not pointing down: the hand turns anyway
+            return yaw
+        d = (yaw - np.arctan2(R_rel[1, 0], R_rel[0, 0]) + np.pi) % (2 * np.pi) - np.pi
+        return yaw - np.pi * np.sign(d) if abs(d) > np.pi - 0.2 else yaw
+
     def on_phase_end(self, phase: Phase) -> None:
         pass
 
@@ -140,6 +155,18 @@ class Home(Skill):
     hand (a drawer's horizontal grip) and the next, whose straight path from there would stretch
     the arm into its elbow limit."""
 
+    def _turned_back(self) -> bool:
+        return turn_angle(self.R_goal, T.quat2mat(self.env.raw_obs["robot0_eef_quat"])) < 0.1
+
     def plan(self) -> list[Phase]:
-        home = self.env.start_eef_pos
-        return [Phase("home", lambda: home, OPEN, tol=0.03, max_steps=60)]
+        here, home = self._eef(), self.env.start_eef_pos
+        # down, by the shorter of the two turns (the fingers are symmetric): after a sideways
+        # drawer pull the start's pose is a half turn away, a turn whose axis flips from step to
+        # step and drives the wrist into its limits
+        R = T.quat2mat(self.env.raw_obs["robot0_eef_quat"])
+        self.R_goal = min((rot_z(yaw) @ self.R_down for yaw in (0.0, np.pi)), key=lambda G: turn_angle(G, R))
+        # turn first, rising on the spot: fingers swinging down in front of a drawer would push
+        # it shut, and turning while travelling at full speed strains the wrist too
+        up = here + [0, 0, 0.08]
+        return [Phase("turn", lambda: up, OPEN, reached=self._turned_back, max_steps=40),
+                Phase("home", lambda: home, OPEN, tol=0.03, max_steps=60)]

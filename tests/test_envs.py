@@ -123,6 +123,7 @@ def test_step_validates_actions(env):
     ("libero_90", 33, 0),  # a microwave's hinged door, swung shut
     ("libero_10", 2, 0),  # a moka pot (closed top, wider than the hand): a searched pinch, then the stove
     ("libero_10", 8, 1),  # two moka pots on one stove: the second goes to the free spot
+    ("libero_10", 3, 0),  # a bowl into the open bottom drawer, then the drawer pushed shut from above
 ])
 def test_expert_succeeds(suite, task, init):
     e = LiberoEnv(suite, task, camera_obs=False)
@@ -130,6 +131,26 @@ def test_expert_succeeds(suite, task, init):
     e.close()
     assert success, f"expert failed on {suite} task {task} init {init}"
     assert steps < MAX_STEPS[suite]
+
+
+def test_bowl_in_front_of_a_drawer_goes_in_after_it_opens():
+    """Open the top drawer, then put the bowl in: the drawer opens only as far as the bowl needs
+    (a drawer pulled all the way out hangs over it), the hand turns back down after the pull
+    without pushing it shut, and the bowl slides out from under the drawer's edge before it rises."""
+    e = LiberoEnv("libero_goal", 3, camera_obs=False)
+    obs, _ = e.reset(init_state_index=0)
+    expert = make_expert(e)
+    expert.reset()
+    phases, opened = set(), 0.0
+    for _ in range(e.max_steps):
+        phases.add(expert.phase.split(":")[1])
+        opened = max(opened, -gt.joint_info(e, expert.steps[0].joint).qpos)
+        obs, _, done, truncated, info = e.step(expert.act(obs))
+        if done or truncated:
+            break
+    e.close()
+    assert info["success"] and "slide" in phases
+    assert 0.12 < opened < 0.145  # the bowl is 10.7 cm wide; the drawer runs out to 16 cm
 
 
 def test_expert_refuses_goals_it_has_no_strategy_for():
