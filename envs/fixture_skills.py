@@ -52,7 +52,8 @@ class TurnKnob(Skill):
 class Drawer(Skill):
     """Open or close a drawer (a slide joint under a BDDL region). Open: take its handle from
     the front with the hand turned horizontal, fingers closing vertically, and pull it out.
-    Close: the same hand, fingers shut, pushes the handle in. Done by the fixture's own check."""
+    Close: the same hand, fingers shut, pushes the handle in; a drawer too low for that hand (a
+    bottom drawer) is pushed by the fingers pointing down. Done by the fixture's own check."""
 
     def __init__(self, env: LiberoEnv, region: str, open: bool, gain: float = 20.0, fit: str | None = None):
         """fit: open only as far as this object needs to go in (its width and 3 cm for the
