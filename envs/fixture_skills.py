@@ -4,11 +4,10 @@ hinged door swung shut."""
 from __future__ import annotations
 
 import numpy as np
-from robosuite.utils import transform_utils as T
 
 from . import ground_truth as gt
 from .libero_env import LiberoEnv
-from .skills import CLOSE, OPEN, Phase, Skill, hand_along, rot_z, safe_height
+from .skills import CLOSE, OPEN, Phase, Skill, hand_along, lean, rot_z, safe_height
 
 class TurnKnob(Skill):
     """Turn a fixture's knob (a hinge about a vertical axis, e.g. a stove) on or off: grasp it on
@@ -88,11 +87,9 @@ class Drawer(Skill):
         if not self.open and handle[2] - 0.1 < self.floor:
             # a bottom drawer: the hand turned horizontal is 20 cm tall and would meet the table.
             # Pointing down, the closed fingers side by side come down just off its front, 1.5 cm
-            # under the front's top edge (lower, the forearm meets the cabinet's base), and push
-            # leaning back 30 degrees, the wrist trailing: upright it meets the cabinet above the drawer
-            u = -out[:2]  # the push
-            tilt = T.quat2mat(T.axisangle2quat(np.array([u[1], -u[0], 0.0]) * np.radians(30)))
-            self.R_goal = tilt @ rot_z(self.nearer_equivalent(float(np.arctan2(out[1], out[0])))) @ self.R_down
+            # under the front's top edge (lower, the forearm meets the cabinet's base), and push,
+            # the hand leaning back 30 degrees (upright, the wrist meets the cabinet above the drawer)
+            self.R_goal = lean(-out[:2], np.radians(30)) @ rot_z(self.nearer_equivalent(float(np.arctan2(out[1], out[0])))) @ self.R_down
             top = j.boxes[front > front.max() - 0.03].extent_along([0, 0, 1]).max()
             off = np.array([*(handle + 0.03 * out)[:2], top - 0.015])
             travel_z = safe_height(gt.obstacle_boxes(self.env), self._eef()[:2], off[:2], max(self._eef()[2], off[2] + 0.15), 0.0)

@@ -4,12 +4,11 @@ shapes) and pushing a flat object across the table."""
 from __future__ import annotations
 
 import numpy as np
-from robosuite.utils import transform_utils as T
 
 from . import ground_truth as gt
 from .grasps import search_top_grasp, top_at
 from .libero_env import LiberoEnv
-from .skills import CLOSE, OPEN, ROBOT_BODIES, Phase, Skill, clearance, rot_z, safe_height
+from .skills import CLOSE, OPEN, ROBOT_BODIES, Phase, Skill, clearance, lean, rot_z, safe_height
 
 
 class PickPlace(Skill):
@@ -129,12 +128,10 @@ class PickPlace(Skill):
             return []  # taken over after this goal was reached
         boxes = gt.obstacle_boxes(env, exclude=(self.obj,))
         self.region_offset = self._free_spot()
-        self.overhead = not self._column_clear(boxes, np.zeros(2))  # something hangs over the object
         self._choose_grasp(boxes)
         if around:  # grasp where the hand already is, turned as it is
             self.grasp_offset = self._eef() - gt.object_info(env, self.obj).center
-            R_rel = T.quat2mat(env.raw_obs["robot0_eef_quat"]) @ self.R_down.T
-            self.yaw = float(np.arctan2(R_rel[1, 0], R_rel[0, 0]))
+            self.yaw, _ = self._hand_yaw()
         self.yaw = self.nearer_equivalent(self.yaw)
         self.R_goal = rot_z(self.yaw) @ self.R_down
         grasp = self._grasp_point()
@@ -243,7 +240,7 @@ class PickPlace(Skill):
         """How far (xy) to slide the grasped object, just off the table, before lifting it: none
         when nothing hangs over it; else the shortest slide (toward the robot when two tie)
         after which the column over it is clear (a bowl under an opened drawer)."""
-        if not self.overhead:
+        if self._column_clear(boxes, np.zeros(2)):
             return np.zeros(2)
         for dist in np.arange(0.03, 0.16, 0.02):
             for angle in np.radians(np.arange(180, 540, 22.5)) % (2 * np.pi):  # from -x (the robot) round
@@ -330,8 +327,7 @@ class Push(Skill):
         # the hand's long side (the fingers' closing direction) along the push, so that it sweeps
         # a narrow lane, or across it when that way down was blocked (a cabinet close behind);
         # leaning 30 degrees ahead over the object either way, its body clear of what stands behind
-        tilt = T.quat2mat(T.axisangle2quat(np.array([u[1], -u[0], 0.0]) * -np.radians(30)))
-        self.R_goal = tilt @ rot_z(np.arctan2(u[1], u[0]) - (0 if self.across else np.pi / 2)) @ self.R_down
+        self.R_goal = lean(u, -np.radians(30)) @ rot_z(np.arctan2(u[1], u[0]) - (0 if self.across else np.pi / 2)) @ self.R_down
         travel_z = safe_height(boxes, self._eef()[:2], over[:2], max(self._eef()[2], z + 0.1), 0.0)
 
         self.reach = reach

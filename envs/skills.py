@@ -39,6 +39,12 @@ def rot_z(yaw: float) -> np.ndarray:
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
 
 
+def lean(u: np.ndarray, angle: float) -> np.ndarray:
+    """A turn of `angle` radians about the horizontal axis across the horizontal direction `u`:
+    applied to a hand pointing down, negative leans its top ahead along u, positive back."""
+    return T.quat2mat(T.axisangle2quat(np.array([u[1], -u[0], 0.0]) * angle))
+
+
 def turn_angle(R_a: np.ndarray, R_b: np.ndarray) -> float:
     """The angle (radians) of the rotation taking orientation R_b to R_a."""
     return float(np.linalg.norm(T.quat2axisangle(T.mat2quat(R_a @ R_b.T))))
@@ -77,6 +83,15 @@ class Skill:
     def _eef(self) -> np.ndarray:
         return np.array(self.env.raw_obs["robot0_eef_pos"])
 
+    def _hand(self) -> np.ndarray:
+        """The hand's orientation (rotation matrix, world)."""
+        return T.quat2mat(self.env.raw_obs["robot0_eef_quat"])
+
+    def _hand_yaw(self) -> tuple[float, bool]:
+        """(the hand's turn about the vertical from R_down, whether it points down (within ~25 degrees))."""
+        R_rel = self._hand() @ self.R_down.T
+        return float(np.arctan2(R_rel[1, 0], R_rel[0, 0])), bool(R_rel[2, 2] >= 0.9)
+
     def plan(self) -> list[Phase]:
         raise NotImplementedError
 
@@ -103,10 +118,9 @@ class Skill:
         R_goal = ph.rotation() if ph.rotation else self.R_goal
         self.phase_steps += 1
         self._trail.append(self._eef())
-        stalled = (len(self._trail) > 10 and np.linalg.norm(self._trail[-1] - self._trail[-11]) < 0.002
-                   and np.linalg.norm(err) < 0.04)  # blocked just short of the target (reach, contact)
-        if (len(self._trail) > 10 and np.linalg.norm(self._trail[-1] - self._trail[-11]) < 0.002
-                and np.linalg.norm(err) >= 0.04 and self.on_blocked(ph)):  # held up far from the target
+        still = len(self._trail) > 10 and np.linalg.norm(self._trail[-1] - self._trail[-11]) < 0.002
+        stalled = still and np.linalg.norm(err) < 0.04  # blocked just short of the target (reach, contact)
+        if still and np.linalg.norm(err) >= 0.04 and self.on_blocked(ph):  # held up far from the target
             self._trail, self.phase_steps = [], 0
             return self.act(obs)  # the skill planned again
         done = ph.reached() if ph.reached else (np.linalg.norm(err) < ph.tol or stalled)
@@ -116,18 +130,17 @@ class Skill:
             self.phase_index += 1
             self.phase_steps = 0
         pos = np.clip(self.gain * err, -1.0, 1.0)
-        R = T.quat2mat(self.env.raw_obs["robot0_eef_quat"])
-        rot = np.clip(T.quat2axisangle(T.mat2quat(R_goal @ R.T)) / ROT_SCALE, -1.0, 1.0)
+        rot = np.clip(T.quat2axisangle(T.mat2quat(R_goal @ self._hand().T)) / ROT_SCALE, -1.0, 1.0)
         return np.concatenate([pos, rot, [ph.gripper]]).astype(np.float32)
 
     def nearer_equivalent(self, yaw: float) -> float:
         """`yaw` or the same grasp a half turn round (the fingers are symmetric), whichever the
         hand, pointing down, turns to by less; a half turn is ambiguous (its axis flips from
         step to step). Only within ~10 degrees of a half turn: any other turn is well defined, and kept."""
-        R_rel = T.quat2mat(self.env.raw_obs["robot0_eef_quat"]) @ self.R_down.T
-        if R_rel[2, 2] < 0.9:  # not pointing down: the hand turns anyway
+        hand, down = self._hand_yaw()
+        if not down:  # not pointing down: the hand turns anyway
             return yaw
-        d = (yaw - np.arctan2(R_rel[1, 0], R_rel[0, 0]) + np.pi) % (2 * np.pi) - np.pi
+        d = (yaw - hand + np.pi) % (2 * np.pi) - np.pi
         return yaw - np.pi * np.sign(d) if abs(d) > np.pi - 0.2 else yaw
 
     def on_phase_end(self, phase: Phase) -> None:
@@ -156,14 +169,14 @@ class Home(Skill):
     the arm into its elbow limit."""
 
     def _turned_back(self) -> bool:
-        return turn_angle(self.R_goal, T.quat2mat(self.env.raw_obs["robot0_eef_quat"])) < 0.1
+        return turn_angle(self.R_goal, self._hand()) < 0.1
 
     def plan(self) -> list[Phase]:
         here, home = self._eef(), self.env.start_eef_pos
         # down, by the shorter of the two turns (the fingers are symmetric): after a sideways
         # drawer pull the start's pose is a half turn away, a turn whose axis flips from step to
         # step and drives the wrist into its limits
-        R = T.quat2mat(self.env.raw_obs["robot0_eef_quat"])
+        R = self._hand()
         self.R_goal = min((rot_z(yaw) @ self.R_down for yaw in (0.0, np.pi)), key=lambda G: turn_angle(G, R))
         # turn first, rising on the spot: fingers swinging down in front of a drawer would push
         # it shut, and turning while travelling at full speed strains the wrist too
