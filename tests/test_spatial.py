@@ -354,13 +354,13 @@ def test_cotraining_mixes_spatial_questions_into_the_action_loop_and_resumes_exa
     args = ["model.vocab=bytes", "train.resolution=64", "train.num_threads=1", "train.eval_trials_per_task=0",
             "head=parallel", "train.freeze_embeddings=true", f"train.dataset={demo_dataset}", "train.batch_size=4",
             "train.max_steps=40", "train.save_every=20", "train.lr=2e-3", "train.warmup_steps=2",
-            f"train.spatial_dataset={spatial_dataset}", "train.cotrain_spatial=1"]
+            f"train.spatial_dataset={spatial_dataset}", "train.spatial_loss_weight=0.5", "train.cotrain_spatial=1"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     train(load_config(*args, f"train.output_dir={whole}"))
     lines = [json.loads(l) for l in (whole / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 40
-    for l in lines:  # each step: the action loss plus the loss of its 4 spatial questions
-        assert l["loss"] == pytest.approx(l["action_loss"] + l["spatial_loss"], abs=1e-4)
+    for l in lines:  # each step: the action loss plus half the loss of its 4 spatial questions
+        assert l["loss"] == pytest.approx(l["action_loss"] + 0.5 * l["spatial_loss"], abs=1e-4)
     spatial = [l["spatial_loss"] for l in lines]
     assert np.mean(spatial[-5:]) < 0.8 * np.mean(spatial[:5]), spatial
 
@@ -377,6 +377,8 @@ def test_cotraining_mixes_spatial_questions_into_the_action_loop_and_resumes_exa
         train(load_config(*args[:-1], "train.max_steps=50", f"train.output_dir={whole}"))
     with pytest.raises(TrainError, match="cotrain_spatial=1.5"):
         train(load_config(*args[:-1], "train.cotrain_spatial=1.5", f"train.output_dir={tmp_path / 'bad'}"))
+    with pytest.raises(TrainError, match="spatial_loss_weight=0"):
+        train(load_config(*args, "train.spatial_loss_weight=0", f"train.output_dir={tmp_path / 'bad'}"))
     with pytest.raises(TrainError, match="spatial_dataset.*no spatial dataset"):
         train(load_config(*args[:-2], f"train.spatial_dataset={tmp_path / 'none'}", "train.cotrain_spatial=1",
                           f"train.output_dir={tmp_path / 'bad'}"))

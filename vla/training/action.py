@@ -136,18 +136,20 @@ def resume_weights(model, path: Path, cotrain: "SpatialCoTraining | None" = None
 
 
 class CoTrained(torch.nn.Module):
-    """The policy with spatial VQA mixed in: each step's loss is the action loss plus the answer
-    loss on that step's spatial questions, through the same backbone (VST and XVR co-train so)."""
+    """The policy with spatial VQA mixed in: each step's loss is the action loss plus `weight` x
+    the answer loss on that step's spatial questions, through the same backbone (VST and XVR
+    co-train so; their action loss is a token cross-entropy like the answers', ours an L1 an
+    order of magnitude smaller, hence the weight)."""
 
-    def __init__(self, policy, vqa):
+    def __init__(self, policy, vqa, weight: float = 1.0):
         super().__init__()
-        self.policy, self.vqa = policy, vqa
+        self.policy, self.vqa, self.weight = policy, vqa, weight
 
     def forward(self, batch: dict) -> dict:
         batch = dict(batch)
         spatial = self.vqa(batch.pop("spatial"))
         action = self.policy(batch)
-        return {"loss": action["loss"] + spatial["loss"], "accuracy": action["accuracy"],
+        return {"loss": action["loss"] + self.weight * spatial["loss"], "accuracy": action["accuracy"],
                 "action_loss": action["loss"].detach(), "spatial_loss": spatial["loss"].detach(),
                 "spatial_answer_accuracy": spatial["accuracy"]}
 
@@ -173,12 +175,15 @@ class SpatialCoTraining:
             raise TrainError(f"train.spatial_dataset={cfg.train.spatial_dataset} has no training-split questions")
         backbone = Backbone(policy.lm, policy.tokenizer, policy.image_processor, policy.family, policy.text_vocab_size)
         self.vqa = SpatialVQA(backbone, answer_texts(records))
-        self.model = CoTrained(policy, self.vqa)
+        if not cfg.train.spatial_loss_weight > 0:
+            raise TrainError(f"train.spatial_loss_weight={cfg.train.spatial_loss_weight}: give a positive weight")
+        self.model = CoTrained(policy, self.vqa, float(cfg.train.spatial_loss_weight))
         self.samples = SpatialSamples(cfg.train.spatial_dataset, records, cfg.train.resolution)
         self.per_step = max(1, round(fraction * cfg.train.batch_size))
         self.seed = cfg.seed + 1  # its own sample order, independent of the frames'
         self.token_ids = self.vqa.used_token_ids(records)
-        self.summary = f"co-training with {self.per_step} spatial questions per step from {len(records)} ({self.samples.root})"
+        self.summary = (f"co-training with {self.per_step} spatial questions per step from {len(records)} "
+                        f"({self.samples.root}), answer loss x {cfg.train.spatial_loss_weight}")
 
     def inputs(self, step: int) -> dict:
         from .loop import step_indices
