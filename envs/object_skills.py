@@ -138,7 +138,10 @@ class PickPlace(Skill):
         below_grip = grasp[2] - gt.object_info(env, self.obj).aabb_min[2]  # object bottom below the grip site
         place_xy, target_top = self._target_info()
         shift = self._slide_before_lift(boxes)
-        carry_z = safe_height(boxes, grasp[:2] + shift, place_xy, max(grasp[2], target_top + below_grip) + 0.09, below_grip)
+        # the grip site's path: it ends off the target by the grasp's offset (a bowl held by its wall)
+        across = np.array([-np.sin(self.yaw), np.cos(self.yaw)])  # the fingers' closing direction
+        carry_z = safe_height(boxes, grasp[:2] + shift, place_xy + self.grasp_offset[:2],
+                              max(grasp[2], target_top + below_grip) + 0.09, below_grip, across)
         travel_z = safe_height(boxes, self._eef()[:2], grasp[:2], max(self._eef()[2], grasp[2] + 0.08), 0.0)
 
         def over_grasp():

@@ -151,14 +151,18 @@ class Skill:
         return False
 
 
-def safe_height(boxes: gt.Boxes, start_xy, end_xy, z: float, below: float) -> float:
+def safe_height(boxes: gt.Boxes, start_xy, end_xy, z: float, below: float, across=None) -> float:
     """The lowest grip-site height >= z at which the straight path from start to end keeps
-    what hangs `below` it and the hand above it 2 cm clear of every obstacle."""
+    what hangs `below` it and the hand above it 2 cm clear of every obstacle. `across`: the
+    fingers' closing direction, along which the hand reaches ~10 cm each side (a carried
+    object's path beside a cabinet: the path's centre line clears it, the hand's end does not)."""
     t = np.linspace(0, 1, 12)[:, None]
     xy = (1 - t) * np.asarray(start_xy) + t * np.asarray(end_xy)
+    sides = [np.zeros(2)] if across is None else [s * np.asarray(across)[:2] for s in (-0.1, -0.05, 0.0, 0.05, 0.1)]
     for height in np.arange(z, 1.4, 0.02):
-        pts = np.concatenate([np.c_[xy, np.full(len(xy), height + dz)] for dz in (-below, 0.0, 0.1)])
-        if len(boxes.centers) == 0 or boxes.distance(pts).min() > 0.02:
+        pts = [np.c_[xy, np.full(len(xy), height + dz)] for dz in (-below, 0.0, 0.1)]
+        pts += [np.c_[xy + side, np.full(len(xy), height + dz)] for side in sides for dz in (0.08, 0.12)]
+        if len(boxes.centers) == 0 or boxes.distance(np.concatenate(pts)).min() > 0.02:
             return float(height)
     return float(z)
 

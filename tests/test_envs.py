@@ -153,6 +153,28 @@ def test_bowl_in_front_of_a_drawer_goes_in_after_it_opens():
     assert 0.12 < opened < 0.145  # the bowl is 10.7 cm wide; the drawer runs out to 16 cm
 
 
+def test_carry_height_clears_the_cabinet_beside_the_hand():
+    """The bowl is held by its wall, so the grip site travels 4 cm off the plate's line, and the
+    hand reaches 10 cm each side of it: the carry rises until that hand clears the cabinet's top
+    (at the path's centre line height it caught the cabinet, tipped, and locked the elbow)."""
+    e = LiberoEnv("libero_goal", 8, camera_obs=False)  # the bowl onto the plate beside the cabinet
+    obs, _ = e.reset(init_state_index=2)
+    expert = make_expert(e)
+    expert.reset()
+    model, data = e.sim.model, e.sim.data
+    touched = set()  # what the hand touches on the way (lowering onto the plate, it may rest on the cabinet)
+    for _ in range(e.max_steps):
+        obs, _, done, truncated, info = e.step(expert.act(obs))
+        for c in data.contact[:data.ncon] if expert.phase.endswith(("lift", "carry")) else []:
+            bodies = {model.body_id2name(model.geom_bodyid[g]) for g in (c.geom1, c.geom2)}
+            if any(b.startswith("gripper0_") for b in bodies):
+                touched |= {b for b in bodies if not b.startswith(("gripper0_", "akita_black_bowl"))}
+        if done or truncated:
+            break
+    e.close()
+    assert info["success"] and not touched
+
+
 def test_expert_refuses_goals_it_has_no_strategy_for():
     e = LiberoEnv("libero_90", 35, camera_obs=False)  # open the microwave: a hinged door's opening
     e.reset(init_state_index=0)
