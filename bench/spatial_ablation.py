@@ -17,7 +17,8 @@ the untuned and the tuned backbone (held-out tasks) is printed too. Every part r
 same command after a kill. Across sessions (a fresh machine keeps only git): each run's final
 weights go to checkpoints/spatial_ablation/<run> (no optimiser state; the spatial stage packed to
 the rows it changed, 8 MB) with the digest of the demonstrations, and a later invocation skips
-those runs; a re-collected dataset whose digest differs is refused. Two processes can share
+those runs; a re-collected dataset whose digest differs is refused. Their protocol episodes are
+kept in docs/results/spatial_ablation/<arm>/ and not run again (retraining an arm: delete both). Two processes can share
 the 2 cores (`arms=tuned threads=1` and
 `arms=cotrained threads=1`, `train_only=true`); the plain command then evaluates and reports.
 
@@ -46,6 +47,7 @@ CONFIGS = str(ROOT / "configs")
 SHIPPED = ROOT / "checkpoints" / "tiny-libero_spatial"
 SHIPPED_EPISODES = ROOT / "docs" / "results" / "tiny-libero_spatial" / "episodes.jsonl"
 PUBLISHED = ROOT / "checkpoints" / "spatial_ablation"
+RESULTS = ROOT / "docs" / "results" / "spatial_ablation"  # each published arm's protocol episodes
 DEMOS_DIGEST = "demonstrations.sha256"
 
 
@@ -213,9 +215,16 @@ def main() -> None:
         times[f"{arm} action training"] = time.time() - t0
     if train_only:
         return
-    if not retrain_untuned and not (out / "untuned" / "eval" / "episodes.jsonl").exists():
-        (out / "untuned" / "eval").mkdir(parents=True, exist_ok=True)  # the shipped policy's own protocol run
-        shutil.copy(SHIPPED_EPISODES, out / "untuned" / "eval" / "episodes.jsonl")
+    # protocol episodes already measured (kept in git: a fresh machine keeps nothing else) are not
+    # run again: the shipped policy's own, and each published arm's
+    measured = {arm: RESULTS / arm / "episodes.jsonl" for arm in ("untuned", "tuned", "cotrained")
+                if (PUBLISHED / arm / "model.safetensors").is_file()}
+    if not retrain_untuned:
+        measured["untuned"] = SHIPPED_EPISODES
+    for arm, episodes in measured.items():
+        if episodes.is_file() and not (out / arm / "eval" / "episodes.jsonl").exists():
+            (out / arm / "eval").mkdir(parents=True, exist_ok=True)
+            shutil.copy(episodes, out / arm / "eval" / "episodes.jsonl")
     success = {}
     for arm in ("untuned", "tuned", "cotrained"):
         summary = evaluate(config("config", "eval.policy=checkpoint", f"eval.checkpoint={checkpoints[arm]}",
