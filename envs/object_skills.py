@@ -53,10 +53,12 @@ class PickPlace(Skill):
     def _free_spot(self) -> np.ndarray:
         """Where in a target region to put the object, as an offset from the region's centre: the
         centre, unless something already stands there (the first of two moka pots on one stove);
-        then the point of the region (2 cm inside its edge) farthest from the other objects."""
+        then the point of the region (2 cm inside its edge) farthest from the other objects. Only
+        on a surface: into a container (a basket) the centre, where the object comes to rest against
+        what is already there; the search does not see the container's walls and chose spots on them."""
         rs = self.env.robosuite_env
         site = rs.object_sites_dict.get(self.target)
-        if self.target in rs.obj_body_id or site is None or not hasattr(site, "size"):
+        if self.predicate != "on" or self.target in rs.obj_body_id or site is None or not hasattr(site, "size"):
             return np.zeros(2)
         centre = gt.site_position(self.env, self.target)
         others = gt.obstacle_boxes(self.env, exclude=(self.obj, site.parent_name or ""))

@@ -124,6 +124,7 @@ def test_step_validates_actions(env):
     ("libero_10", 2, 0),  # a moka pot (closed top, wider than the hand): a searched pinch, then the stove
     ("libero_10", 8, 1),  # two moka pots on one stove: the second goes to the free spot
     ("libero_10", 3, 0),  # a bowl into the open bottom drawer, then the drawer pushed shut from above
+    ("libero_10", 0, 0),  # two cans into one basket: the second at the centre too, against the first
 ])
 def test_expert_succeeds(suite, task, init):
     e = LiberoEnv(suite, task, camera_obs=False)
