@@ -18,9 +18,9 @@ same command after a kill. Across sessions (a fresh machine keeps only git): eac
 weights go to checkpoints/spatial_ablation/<run> (no optimiser state; the spatial stage packed to
 the rows it changed, 8 MB) with the digest of the demonstrations, and a later invocation skips
 those runs; a re-collected dataset whose digest differs is refused. Their protocol episodes are
-kept in docs/results/spatial_ablation/<arm>/ and not run again (retraining an arm: delete both). Two processes can share
-the 2 cores (`arms=tuned threads=1` and
-`arms=cotrained threads=1`, `train_only=true`); the plain command then evaluates and reports.
+kept in docs/results/spatial_ablation/<arm>/ and not run again (retraining an arm: delete both).
+Two processes can share the 2 cores (`arms=tuned threads=1` and `arms=cotrained threads=1`,
+`train_only=true`); the plain command then evaluates and reports.
 
 python bench/spatial_ablation.py [arms=tuned,cotrained] [threads=2] [train_only=false]
     [spatial_data=data/spatial/libero_spatial_grounding] [spatial_samples=24000] [spatial_steps=3000]
