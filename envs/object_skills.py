@@ -269,10 +269,12 @@ class PickPlace(Skill):
             self.grasp_xy = self._eef()[:2]  # lift straight up from where the grasp happened
         if phase.name == "close":
             self.bottom_at_grasp = gt.object_info(self.env, self.obj).aabb_min[2]
-        if phase.name == "lift" and self.takeover and self.replans < 2 and \
+        if phase.name == "lift" and self.replans < 2 and \
                 gt.object_info(self.env, self.obj).aabb_min[2] < self.bottom_at_grasp + 0.015:
-            # the object did not come up: a grasp from a scene someone else left can miss (a
-            # tilted or wedged object); open, rise and plan the grasp again rather than carry nothing
+            # the object did not come up: a grasp can miss (a tilted or wedged object, a scene
+            # someone else left, a way down blocked short of the grasp); open, rise and plan the
+            # grasp again rather than carry nothing (the carry's target follows the object, so
+            # an empty hand would chase it off the table)
             self.replans += 1
             self.missed.add(self.grasp_index)
             self.phases, self.phase_index = self.plan(), -1
