@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ground_truth as gt
+from .skills import closing_direction
 
 OPEN_WIDTH = 0.08  # the Panda's fingers open ~8 cm apart
 FINGER = 0.045  # grip site to each open fingertip, along the closing direction
@@ -30,7 +31,7 @@ def search_top_grasp(env, obj: str, yaws: int = 12, step: float = 0.01) -> tuple
     tops = {p: top_at(parts, np.array(p), o) for p in grid}  # the same for every closing direction
     best, best_d = None, np.inf
     for yaw in np.linspace(0, np.pi, yaws, endpoint=False):
-        across = np.array([-np.sin(yaw), np.cos(yaw), 0.0])
+        across = closing_direction(yaw)
         along = np.array([np.cos(yaw), np.sin(yaw), 0.0])
         for x, y in grid:
             top = tops[(x, y)]

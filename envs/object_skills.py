@@ -141,9 +141,8 @@ class PickPlace(Skill):
         place_xy, target_top = self._target_info()
         shift = self._slide_before_lift(boxes)
         # the grip site's path: it ends off the target by the grasp's offset (a bowl held by its wall)
-        across = np.array([-np.sin(self.yaw), np.cos(self.yaw)])  # the fingers' closing direction
         carry_z = safe_height(boxes, grasp[:2] + shift, place_xy + self.grasp_offset[:2],
-                              max(grasp[2], target_top + below_grip) + 0.09, below_grip, across)
+                              max(grasp[2], target_top + below_grip) + 0.09, below_grip, self.yaw)
         travel_z = safe_height(boxes, self._eef()[:2], grasp[:2], max(self._eef()[2], grasp[2] + 0.08), 0.0)
 
         def over_grasp():

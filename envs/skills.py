@@ -50,13 +50,23 @@ def turn_angle(R_a: np.ndarray, R_b: np.ndarray) -> float:
     return float(np.linalg.norm(T.quat2axisangle(T.mat2quat(R_a @ R_b.T))))
 
 
+# the hand above the fingers, sampled: ~20 cm long along the closing direction, 8-12 cm above the grip site
+HAND_SPAN = (-0.1, -0.05, 0.05, 0.1)
+HAND_HEIGHTS = (0.08, 0.12)
+
+
+def closing_direction(yaw: float) -> np.ndarray:
+    """The fingers' closing direction (world, horizontal) of the hand pointing down turned `yaw`
+    from R_down; yaw 0 closes them along world y."""
+    return np.array([-np.sin(yaw), np.cos(yaw), 0.0])
+
+
 def clearance(grip: np.ndarray, yaw: float, boxes: gt.Boxes, spread: float = 0.045) -> float:
     """Room around the fingertips (`spread` apart from the grip site: 0.045 open, ~0.01 shut)
     along the path they sweep down to `grip`, and around the hand above them."""
-    across = np.array([-np.sin(yaw), np.cos(yaw), 0.0])  # finger closing direction
+    across = closing_direction(yaw)
     tips = [grip + s * spread * across + [0, 0, dz] for s in (-1, 1) for dz in (0.0, 0.03, 0.06)]
-    # the hand above the fingers is ~20 cm long along the closing direction
-    hand = [grip + s * across + [0, 0, dz] for s in (-0.1, -0.05, 0.05, 0.1) for dz in (0.08, 0.12)]
+    hand = [grip + s * across + [0, 0, dz] for s in HAND_SPAN for dz in HAND_HEIGHTS]
     d = boxes.distance(np.array(tips + hand))
     return float(d.min()) if d.size else np.inf
 
@@ -151,17 +161,18 @@ class Skill:
         return False
 
 
-def safe_height(boxes: gt.Boxes, start_xy, end_xy, z: float, below: float, across=None) -> float:
+def safe_height(boxes: gt.Boxes, start_xy, end_xy, z: float, below: float, yaw: float | None = None) -> float:
     """The lowest grip-site height >= z at which the straight path from start to end keeps
-    what hangs `below` it and the hand above it 2 cm clear of every obstacle. `across`: the
-    fingers' closing direction, along which the hand reaches ~10 cm each side (a carried
-    object's path beside a cabinet: the path's centre line clears it, the hand's end does not)."""
+    what hangs `below` it and the hand above it 2 cm clear of every obstacle. `yaw`: the hand's
+    turn, whose whole length along the closing direction is then checked (a carried object's
+    path beside a cabinet: the path's centre line clears it, the hand's end does not)."""
     t = np.linspace(0, 1, 12)[:, None]
     xy = (1 - t) * np.asarray(start_xy) + t * np.asarray(end_xy)
-    sides = [np.zeros(2)] if across is None else [s * np.asarray(across)[:2] for s in (-0.1, -0.05, 0.0, 0.05, 0.1)]
+    spans = (0.0,) if yaw is None else (0.0, *HAND_SPAN)
+    sides = [s * closing_direction(yaw or 0.0)[:2] for s in spans]
     for height in np.arange(z, 1.4, 0.02):
         pts = [np.c_[xy, np.full(len(xy), height + dz)] for dz in (-below, 0.0, 0.1)]
-        pts += [np.c_[xy + side, np.full(len(xy), height + dz)] for side in sides for dz in (0.08, 0.12)]
+        pts += [np.c_[xy + side, np.full(len(xy), height + dz)] for side in sides for dz in HAND_HEIGHTS]
         if len(boxes.centers) == 0 or boxes.distance(np.concatenate(pts)).min() > 0.02:
             return float(height)
     return float(z)

@@ -167,6 +167,8 @@ class SpatialCoTraining:
         fraction = float(cfg.train.cotrain_spatial)
         if not 0 < fraction <= 1:
             raise TrainError(f"train.cotrain_spatial={cfg.train.cotrain_spatial}: give a fraction of the batch in (0, 1], or 0 for none")
+        if not cfg.train.spatial_loss_weight > 0:
+            raise TrainError(f"train.spatial_loss_weight={cfg.train.spatial_loss_weight}: give a positive weight")
         try:
             records = read_records(cfg.train.spatial_dataset, "train")
         except FileNotFoundError as e:
@@ -175,8 +177,6 @@ class SpatialCoTraining:
             raise TrainError(f"train.spatial_dataset={cfg.train.spatial_dataset} has no training-split questions")
         backbone = Backbone(policy.lm, policy.tokenizer, policy.image_processor, policy.family, policy.text_vocab_size)
         self.vqa = SpatialVQA(backbone, answer_texts(records))
-        if not cfg.train.spatial_loss_weight > 0:
-            raise TrainError(f"train.spatial_loss_weight={cfg.train.spatial_loss_weight}: give a positive weight")
         self.model = CoTrained(policy, self.vqa, float(cfg.train.spatial_loss_weight))
         self.samples = SpatialSamples(cfg.train.spatial_dataset, records, cfg.train.resolution)
         self.per_step = max(1, round(fraction * cfg.train.batch_size))
