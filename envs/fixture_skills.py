@@ -120,7 +120,9 @@ class Door(Skill):
     """Swing a hinged door (a vertical hinge, e.g. a microwave's) shut: the closed fingers come
     down beside the door's face, on the side away from where it must go, 70% of the way out from
     the hinge, and follow the arc the door turns on, a little ahead of it, until the fixture
-    reads closed. Opening a hinged door is not built (no LIBERO goal needs it yet)."""
+    reads closed. The hand's long side stays along the door as it turns: across it, one end of
+    the 20 cm hand would be over the door (a door opened past 90 degrees) or, near shut, against
+    the fixture's front. Opening a hinged door is not built (no LIBERO goal needs it yet)."""
 
     def __init__(self, env: LiberoEnv, fixture: str, gain: float = 20.0):
         super().__init__(env, gain)
@@ -132,16 +134,29 @@ class Door(Skill):
     def _done(self) -> bool:
         return bool(self.fixture.is_close(gt.joint_info(self.env, self.joint).qpos))
 
+    def _angle(self) -> float:
+        """The door's direction from its hinge (radians, world, about the vertical)."""
+        j = gt.joint_info(self.env, self.joint)
+        r = j.boxes.centers[:, :2] - j.anchor[:2]
+        out = r[np.argmax(np.linalg.norm(r, axis=1))]
+        return float(np.arctan2(out[1], out[0]))
+
+    def _shutting(self) -> float:
+        """+1 or -1: the sign of the door's turn (about world z) as it shuts."""
+        return float(np.sign(gt.joint_info(self.env, self.joint).axis[2]) * (1 if self.closes_up else -1))
+
     def _arc(self, ahead: float) -> tuple[np.ndarray, np.ndarray]:
         """(the point 70% out along the door, turned `ahead` radians further shut; the way it moves there)."""
         j = gt.joint_info(self.env, self.joint)
-        r = j.boxes.centers[:, :2] - j.anchor[:2]
-        reach = np.linalg.norm(r, axis=1).max() + 0.01
-        out = r[np.argmax(np.linalg.norm(r, axis=1))]
-        angle = np.arctan2(out[1], out[0]) + ahead * np.sign(j.axis[2]) * (1 if self.closes_up else -1)
+        reach = np.linalg.norm(j.boxes.centers[:, :2] - j.anchor[:2], axis=1).max() + 0.01
+        angle = self._angle() + ahead * self._shutting()
         e = np.array([np.cos(angle), np.sin(angle)])
-        n = np.sign(j.axis[2]) * (1 if self.closes_up else -1) * np.array([-e[1], e[0]])  # direction of travel
+        n = self._shutting() * np.array([-e[1], e[0]])  # direction of travel
         return j.anchor[:2] + 0.7 * reach * e, n
+
+    def _hand_along_door(self) -> np.ndarray:
+        """The hand pointing down, its fingers' closing direction along the door as it is now."""
+        return rot_z(self.yaw_start + self._angle() - self.angle_start) @ self.R_down
 
     def plan(self) -> list[Phase]:
         if self._done():
@@ -151,6 +166,13 @@ class Door(Skill):
         z = float(j.anchor[2])  # the door's middle height
         p, n = self._arc(0.0)
         behind = np.array([*(p - 0.05 * n), z])  # 5 cm off the face, on the side it is pushed from
+        # the hand's turn (from R_down) that lays its long side along the door: of the two (the
+        # fingers are symmetric), the one that keeps the turn smallest over the whole swing (the
+        # wrist's range is ~+-166 degrees about its start), the door turning q radians to shut
+        self.angle_start = self._angle()
+        swing = -gt.joint_info(self.env, self.joint).qpos * np.sign(j.axis[2])
+        starts = [(self.angle_start - np.pi / 2 + k * np.pi + np.pi) % (2 * np.pi) - np.pi for k in (0, 1)]
+        self.yaw_start = min(starts, key=lambda y: max(abs(y), abs(y + swing)))
         boxes = gt.obstacle_boxes(self.env)
         travel_z = safe_height(boxes, self._eef()[:2], behind[:2], max(self._eef()[2], top + 0.08), 0.0)
 
@@ -158,9 +180,11 @@ class Door(Skill):
             p, _ = self._arc(0.3)
             return np.array([*p, z])
 
+        self.R_goal = self._hand_along_door()
         return [
             Phase("approach", lambda: np.array([behind[0], behind[1], travel_z]), CLOSE, tol=0.02, max_steps=100),
             Phase("descend", lambda: behind, CLOSE, tol=0.015, max_steps=60),
-            Phase("swing", along_arc, CLOSE, reached=self._done, max_steps=120),
-            Phase("retreat", lambda: self._eef() + [0, 0, 0.1], OPEN, tol=0.02, max_steps=30),
+            Phase("swing", along_arc, CLOSE, reached=self._done, max_steps=120, rotation=self._hand_along_door),
+            Phase("retreat", lambda: self._eef() + [0, 0, 0.1], OPEN, tol=0.02, max_steps=30,
+                  rotation=self._hand_along_door),
         ]

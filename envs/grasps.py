@@ -15,21 +15,26 @@ FINGER = 0.045  # grip site to each open fingertip, along the closing direction
 MARGIN = 0.01  # room left between the material and each open finger (tracking is good to ~1 cm)
 
 
-def search_top_grasp(env, obj: str, yaws: int = 12, step: float = 0.01) -> tuple[np.ndarray, float] | None:
+def search_top_grasp(env, obj: str, yaws: int = 12, step: float = 0.01,
+                     toward: np.ndarray | None = None) -> tuple[np.ndarray, float] | None:
     """(grip-site position, yaw) of a top-down pinch of `obj`, or None when none fits.
 
     Candidates: grip points on a grid over the object's footprint, `yaws` closing directions, the
     grip 2 cm below the material's top at that point. A candidate holds when the material along
     the closing line is one piece narrower than the open hand with the grip near its middle, and
     both fingers' paths down to the grip (with their width) keep clear of the object's other
-    parts. Among those, the one nearest the object's body origin (the least torque on lifting)."""
+    parts. Among those, the one nearest the object's body origin (the least torque on lifting);
+    with `toward` (a horizontal direction), the one farthest along it (to 5 mm), closing across it
+    (a mug's handle, so that the hand stays out of the microwave the mug goes into)."""
     parts = gt.object_boxes(env, obj)
     o = gt.object_info(env, obj)
     t = np.arange(-0.06, 0.0601, 0.002)  # along the closing line
     grid = [(x, y) for x in np.arange(o.aabb_min[0], o.aabb_max[0] + 1e-9, step)
             for y in np.arange(o.aabb_min[1], o.aabb_max[1] + 1e-9, step)]
+    if toward is not None:  # and on every part's centre: a handle's bar is narrower than the grid's step
+        grid += [tuple(c) for c in parts.centers[:, :2]]
     tops = {p: top_at(parts, np.array(p), o) for p in grid}  # the same for every closing direction
-    best, best_d = None, np.inf
+    best, best_key = None, (np.inf,)
     for yaw in np.linspace(0, np.pi, yaws, endpoint=False):
         across = closing_direction(yaw)
         along = np.array([np.cos(yaw), np.sin(yaw), 0.0])
@@ -49,9 +54,12 @@ def search_top_grasp(env, obj: str, yaws: int = 12, step: float = 0.01) -> tuple
             centre = np.array([x, y, z]) + t[(lo + hi) // 2] * across  # grip at the middle of the piece
             if not _fingers_clear(parts, centre, across, along):
                 continue
-            d = np.linalg.norm(centre[:2] - o.position[:2])
-            if d < best_d:
-                best, best_d = (centre, float((yaw + np.pi / 2) % np.pi - np.pi / 2)), d
+            if toward is None:
+                key = (np.linalg.norm(centre[:2] - o.position[:2]),)
+            else:
+                key = (-round(float(centre[:2] @ toward[:2]) / 0.005), abs(float(across[:2] @ toward[:2])))
+            if key < best_key:
+                best, best_key = (centre, float((yaw + np.pi / 2) % np.pi - np.pi / 2)), key
     return best
 
 

@@ -77,6 +77,17 @@ class Boxes:
     def __getitem__(self, keep) -> "Boxes":
         return Boxes(self.centers[keep], self.rotations[keep], self.half_sizes[keep])
 
+    def moved(self, offset) -> "Boxes":
+        """The same boxes translated by `offset` (world)."""
+        return Boxes(self.centers + np.asarray(offset, float), self.rotations, self.half_sizes)
+
+    def corners(self) -> np.ndarray:
+        """Every box's 8 corners and its centre [9n, 3]: a point sample of the shapes' outline."""
+        signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+        local = signs[None] * self.half_sizes[:, None]
+        pts = self.centers[:, None] + np.einsum("nij,nkj->nki", self.rotations, local)
+        return np.concatenate([pts.reshape(-1, 3), self.centers])
+
     def extent_along(self, direction) -> np.ndarray:
         """How far each box reaches along a world direction [n] (its support value)."""
         d = np.asarray(direction, float)
@@ -162,6 +173,29 @@ def bodies_touching(env, name: str) -> set[str]:
             if mine[a] and not mine[b]:
                 out.add(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, int(model.geom_bodyid[b])) or "")
     return out
+
+
+def hand_points(env) -> np.ndarray:
+    """The robot's hand without its fingers, as points [n, 3] in the end effector's frame
+    (robot0_eef_pos / robot0_eef_quat): the vertices of its collision meshes (a box's corners),
+    to check a planned hand pose against the scene's boxes."""
+    from robosuite.utils import transform_utils as T
+
+    model, data = env.sim.model._model, env.sim.data._data
+    R, eef = T.quat2mat(env.raw_obs["robot0_eef_quat"]), np.asarray(env.raw_obs["robot0_eef_pos"])
+    out = []
+    for g in np.flatnonzero(_collision(model)):
+        body = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, int(model.geom_bodyid[g])) or ""
+        if not body.startswith("gripper0_") or "finger" in body:
+            continue
+        if model.geom_type[g] == mujoco.mjtGeom.mjGEOM_MESH:
+            mesh = model.geom_dataid[g]
+            local = model.mesh_vert[model.mesh_vertadr[mesh]:model.mesh_vertadr[mesh] + model.mesh_vertnum[mesh]]
+            world = data.geom_xpos[g] + local @ data.geom_xmat[g].reshape(3, 3).T
+        else:
+            world = _geom_corners(model, data, np.array([g]))
+        out.append((world - eef) @ R)
+    return np.concatenate(out) if out else np.zeros((0, 3))
 
 
 def narrow_axis(env, name: str) -> np.ndarray:

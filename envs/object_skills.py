@@ -8,7 +8,7 @@ import numpy as np
 from . import ground_truth as gt
 from .grasps import search_top_grasp, top_at
 from .libero_env import LiberoEnv
-from .skills import CLOSE, OPEN, ROBOT_BODIES, Phase, Skill, clearance, lean, rot_z, safe_height
+from .skills import CLOSE, OPEN, ROBOT_BODIES, Phase, Skill, clearance, closing_direction, lean, rot_z, safe_height
 
 
 class PickPlace(Skill):
@@ -23,6 +23,7 @@ class PickPlace(Skill):
     def reset(self, R_down: np.ndarray | None = None, takeover: bool = False) -> None:
         # regrasps after a missed grasp: how many, which sides missed, the object's height when the fingers closed
         self.replans, self.missed, self.bottom_at_grasp = 0, set(), -np.inf
+        self.entry = None
         super().reset(R_down, takeover)
 
     def _fingers_around(self) -> bool:
@@ -48,7 +49,7 @@ class PickPlace(Skill):
             t = gt.object_info(self.env, self.target)
             return t.position[:2], float(t.aabb_max[2])  # LIBERO's `on` compares body origins (3 cm)
         pos = gt.site_position(self.env, self.target)
-        return pos[:2] + self.region_offset, float(pos[2])
+        return pos[:2] + self.region_offset, float(pos[2]) if self.entry is None else self.floor
 
     def _free_spot(self) -> np.ndarray:
         """Where in a target region to put the object, as an offset from the region's centre: the
@@ -75,6 +76,63 @@ class PickPlace(Skill):
         grid = [np.array([x, y]) for x in np.linspace(-half[0], half[0], 9) for y in np.linspace(-half[1], half[1], 9)]
         return max(grid, key=lambda g: (round(room(g), 3), -np.linalg.norm(g)))
 
+    def _entry(self, boxes: gt.Boxes) -> np.ndarray | None:
+        """Into a region under a roof (a microwave's inside), where nothing can be lowered from
+        above: the unit xy direction out of its opening (and self.floor, the height of what the
+        object will stand on); None for a region open from above, a drawer's, or an object."""
+        rs = self.env.robosuite_env
+        site = rs.object_sites_dict.get(self.target)
+        if site is None or self.target in rs.obj_body_id or getattr(site, "joints", None) or not len(boxes.centers):
+            return None
+        c = gt.site_position(self.env, self.target)
+        column = np.array([[c[0], c[1], z] for z in np.arange(c[2] + 0.3, c[2] - 0.3, -0.003)])
+        solid = boxes.distance(column).min(1) == 0
+        below = np.flatnonzero(solid & (column[:, 2] <= c[2]))
+        above = np.flatnonzero(solid & (column[:, 2] > c[2]))
+        if not len(below) or not len(above):
+            return None
+        self.floor, roof = float(column[below[0], 2]), float(column[above[-1], 2])
+        # the opening: the one of the region's four horizontal sides (its fixture's axes) through
+        # which a ray at mid-height leaves, 30 cm without touching anything; the robot's side first
+        mid = np.array([c[0], c[1], 0.5 * (self.floor + roof)])
+        R = self.env.sim.data._data.site_xmat[self.env.sim.model._model.site(self.target).id].reshape(3, 3)
+        sides = [sign * R[:, k] * [1, 1, 0] for k in (0, 1) for sign in (1, -1)]
+        sides = [u / np.linalg.norm(u) for u in sides if np.linalg.norm(u) > 0.5]
+        out = [u for u in sides if boxes.distance(mid + np.arange(0.0, 0.3, 0.01)[:, None] * u).min() > 0.01]
+        return min(out, key=lambda u: u[0])[:2] if out else None
+
+    def _entry_path(self, boxes: gt.Boxes) -> tuple[np.ndarray, np.ndarray]:
+        """(front, place): offsets from the region's centre of the object's origin when it is just
+        in front of the opening (it comes down there) and when it is as deep inside as it and the
+        hand (its collision mesh, turned as planned) go without touching anything, sliding in 1 cm
+        above the floor; the deepest over a few lateral positions (a panel beside the opening
+        stops the hand's end)."""
+        o = gt.object_info(self.env, self.obj)
+        shape = gt.object_boxes(self.env, self.obj).corners() - o.position
+        hand = gt.hand_points(self.env) @ self.R_goal.T + (self._grasp_point() - o.position)
+        points = np.concatenate([shape, hand])
+        c = gt.site_position(self.env, self.target)
+        base = np.array([c[0], c[1], self.floor + 0.01 + o.position[2] - o.aabb_min[2]])
+        u = np.array([*self.entry, 0.0])
+        v = np.array([-u[1], u[0], 0.0])
+
+        def clear(t, side, up=0.0):
+            return boxes.distance(points + base + t * u + side * v + [0, 0, up]).min() > 0.005
+
+        best = None
+        for side in sorted(np.arange(-0.06, 0.061, 0.01), key=abs):
+            ts = np.arange(0.0, 0.4, 0.005)
+            front = next((t for t in ts if clear(t, side, 0.05) and clear(t, side, 0.1)), None)
+            if front is None or not clear(front, side):
+                continue
+            place = front
+            while place - 0.005 >= 0 and clear(place - 0.005, side):
+                place -= 0.005
+            if best is None or place < best[1] - 0.004:
+                best = (front, place, side)
+        front, place, side = best or (0.0, 0.0, 0.0)
+        return (front * u + side * v)[:2], (place * u + side * v)[:2]
+
     def _grasp_candidates(self) -> list[tuple[np.ndarray, float]]:
         """(grip-site position, gripper yaw) options. Yaw 0 closes the fingers along world y.
 
@@ -83,6 +141,10 @@ class PickPlace(Skill):
         o = gt.object_info(self.env, self.obj)
         c, size = o.center, o.size
         z = o.aabb_max[2] - min(0.025, 0.5 * size[2])
+        if self.entry is not None:  # into a roofed region: held by its part nearest the opening
+            found = search_top_grasp(self.env, self.obj, toward=self.entry)
+            if found is not None:
+                return [found]
         if min(size[0], size[1]) > 0.07:
             top = top_at(gt.object_boxes(self.env, self.obj), c[:2], o)
             if top is not None and top > o.aabb_max[2] - 0.03:  # closed on top (a moka pot): no wall to take
@@ -130,6 +192,7 @@ class PickPlace(Skill):
             return []  # taken over after this goal was reached
         boxes = gt.obstacle_boxes(env, exclude=(self.obj,))
         self.region_offset = self._free_spot()
+        self.entry = self._entry(boxes)
         self._choose_grasp(boxes)
         if around:  # grasp where the hand already is, turned as it is
             self.grasp_offset = self._eef() - gt.object_info(env, self.obj).center
@@ -138,7 +201,12 @@ class PickPlace(Skill):
         self.R_goal = rot_z(self.yaw) @ self.R_down
         grasp = self._grasp_point()
         below_grip = grasp[2] - gt.object_info(env, self.obj).aabb_min[2]  # object bottom below the grip site
+        if self.entry is not None:  # comes down in front of the opening, then slides in
+            front, self.region_offset = self._entry_path(boxes)
+            front_offset = front - self.region_offset
         place_xy, target_top = self._target_info()
+        if self.entry is not None:
+            place_xy = place_xy + front_offset
         shift = self._slide_before_lift(boxes)
         # the grip site's path: it ends off the target by the grasp's offset (a bowl held by its wall)
         carry_z = safe_height(boxes, grasp[:2] + shift, place_xy + self.grasp_offset[:2],
@@ -183,7 +251,28 @@ class PickPlace(Skill):
         def here():
             return self._eef()
 
+        def in_front(up=0.0):
+            p = at_place(0.01 + up)
+            return np.array([*(p[:2] + front_offset), p[2]])
+
         self.grasp_xy = grasp[:2]
+        placing = [
+            Phase("carry", above_place, CLOSE, tol=0.01, max_steps=100),
+            # settle the swing a few cm up, so the last part of the descent is straight down
+            Phase("align", lambda: at_place(0.04), CLOSE, tol=0.006, min_steps=5, max_steps=40),
+            Phase("lower", at_place, CLOSE, tol=0.015, max_steps=60),
+            Phase("release", here, OPEN, tol=1.0, min_steps=8, max_steps=8),
+            Phase("retreat", retreat, OPEN, tol=0.02, max_steps=40),
+        ] if self.entry is None else [  # under a roof: down in front of the opening, in, and out again
+            Phase("carry", lambda: np.array([*in_front()[:2], carry_z]), CLOSE, tol=0.01, max_steps=100),
+            Phase("align", lambda: in_front(0.04), CLOSE, tol=0.006, min_steps=5, max_steps=40),
+            Phase("front", in_front, CLOSE, tol=0.008, max_steps=60),
+            Phase("insert", lambda: at_place(), CLOSE, tol=0.006, max_steps=80),
+            Phase("lower", lambda: at_place(0.003), CLOSE, tol=0.006, max_steps=30),
+            Phase("release", here, OPEN, tol=1.0, min_steps=8, max_steps=8),
+            Phase("withdraw", lambda: self.released_at + [*front_offset, 0.01], OPEN, tol=0.02, max_steps=60),
+            Phase("retreat", retreat, OPEN, tol=0.02, max_steps=40),
+        ]
         phases = [
             Phase("approach", over_grasp, OPEN, tol=0.02, max_steps=100),
             Phase("above", above_grasp, OPEN, tol=0.01, max_steps=40),
@@ -191,12 +280,7 @@ class PickPlace(Skill):
             Phase("close", at_grasp, CLOSE, tol=1.0, min_steps=10, max_steps=10),
             *([Phase("slide", slid, CLOSE, tol=0.01, max_steps=40)] if shift.any() else []),
             Phase("lift", lifted, CLOSE, tol=0.02, max_steps=60),
-            Phase("carry", above_place, CLOSE, tol=0.01, max_steps=100),
-            # settle the swing a few cm up, so the last part of the descent is straight down
-            Phase("align", lambda: at_place(0.04), CLOSE, tol=0.006, min_steps=5, max_steps=40),
-            Phase("lower", at_place, CLOSE, tol=0.015, max_steps=60),
-            Phase("release", here, OPEN, tol=1.0, min_steps=8, max_steps=8),
-            Phase("retreat", retreat, OPEN, tol=0.02, max_steps=40),
+            *placing,
         ]
         if not self.takeover:
             return phases
@@ -205,7 +289,7 @@ class PickPlace(Skill):
         if carried:  # carried: on to the target, or settle and lower if already over it
             self.grasp_xy = self._eef()[:2]
             off = np.linalg.norm(over_target_xy() - self._eef()[:2])
-            return phases[6:] if off < 0.03 else phases[4:]
+            return phases[6:] if off < 0.03 and self.entry is None else phases[4:]
         if around:  # fingers on it where it rests: finish closing, then lift (a missed grasp replans)
             self.grasp_xy = self._eef()[:2]
             return phases[3:]
@@ -266,6 +350,8 @@ class PickPlace(Skill):
     def on_phase_end(self, phase: Phase) -> None:
         if phase.name in ("descend", "slide"):
             self.grasp_xy = self._eef()[:2]  # lift straight up from where the grasp happened
+        if phase.name == "release":
+            self.released_at = self._eef()
         if phase.name == "close":
             self.bottom_at_grasp = gt.object_info(self.env, self.obj).aabb_min[2]
         if phase.name == "lift" and self.replans < 2 and \

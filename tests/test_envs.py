@@ -176,6 +176,40 @@ def test_carry_height_clears_the_cabinet_beside_the_hand():
     assert info["success"] and not touched
 
 
+def test_mug_goes_into_the_microwave_through_its_opening():
+    """The microwave's inside has a roof 14 cm over its floor: nothing can be lowered into it. The
+    mug is held by its handle (its part nearest the opening), comes down in front, slides in 1 cm
+    above the floor as deep as the hand's own mesh clears the front panels, and the door is shut
+    after. A region open from above (the basket) keeps the plain descent."""
+    e = LiberoEnv("libero_10", 9, camera_obs=False)  # the mug into the microwave, then close it
+    obs, _ = e.reset(init_state_index=0)
+    expert = make_expert(e)
+    expert.reset()
+    place = expert.steps[0]
+    assert np.allclose(place.entry, [0, -1], atol=1e-6)  # the opening faces the robot's left (-y)
+    assert place.grasp_offset[1] < -0.05  # the handle, 6 cm out of the mug's centre toward the opening
+    phases, touched, inside = set(), set(), False
+    for _ in range(e.max_steps):
+        obs, _, done, truncated, info = e.step(expert.act(obs))
+        phases.add(expert.phase)
+        if expert.phase.startswith("0:") and not expert.phase.endswith(("approach", "above", "descend", "close")):
+            touched |= {b for b in gt.bodies_touching(e, "microwave_1") if b.startswith(("gripper0_", "robot0_"))}
+        if expert.phase == "1:approach":  # the door's turn: the mug is already inside
+            inside |= e.robosuite_env._eval_predicate(["in", "white_yellow_mug_1", "microwave_1_heating_region"])
+        if done or truncated:
+            break
+    e.close()
+    assert {"0:front", "0:insert", "0:withdraw"} <= phases
+    assert info["success"] and inside and not touched
+
+    e = LiberoEnv("libero_object", 0, camera_obs=False)  # into the basket: open from above
+    e.reset(init_state_index=0)
+    expert = make_expert(e)
+    expert.reset()
+    assert expert.steps[0].entry is None
+    e.close()
+
+
 def test_expert_refuses_goals_it_has_no_strategy_for():
     e = LiberoEnv("libero_90", 35, camera_obs=False)  # open the microwave: a hinged door's opening
     e.reset(init_state_index=0)
