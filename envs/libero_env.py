@@ -178,7 +178,15 @@ class LiberoEnv(gym.Env):
     def _reset_once(self, seed: int | None, init_state_index: int | None) -> dict:
         if seed is not None:
             self._env.seed(int(seed))  # LIBERO seeds numpy's global RNG for its placement sampler
+        for robot in self.robosuite_env.robots:  # the soft reset keeps the gripper's last command, which
+            robot.gripper.current_action = np.zeros(robot.gripper.dof)  # it integrates: start from rest
         raw = self._env.reset()
+        # robosuite's hard reset rebuilds the model every episode (~1 s), and LIBERO's fixture
+        # placement then draws from a random stream shifted by one per earlier reset (the same
+        # seed put the stove mm to cm elsewhere each time): an init state's scene depended on what
+        # ran before it. After the first (which builds the model with the render settings), the
+        # soft reset: the model kept, the data restored, fixtures placed from the seed alone
+        self._env.env.hard_reset = False
         self._make_cameras_lazy()
         self._render = self.num_wait_steps == 0  # only the observation after the last wait step is seen
         if init_state_index is not None:
