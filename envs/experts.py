@@ -37,7 +37,11 @@ Other goals (opening a hinged door) raise UnsupportedTask."""
         # (what goes into a drawer goes in before it shuts)
         goals = sorted(goals, key=lambda g: (g[0].lower() == "close") - (g[0].lower() in ("turnon", "turnoff")))
         self.env = env
-        self.steps = [skill for g in goals for skill in self._skills(env, g)]
+        # objects that go onto one surface region together (two moka pots onto one stove) each
+        # get their own place in it: (index among them, how many)
+        onto = [g for g in goals if g[0].lower() == "on"]
+        share = {id(g): ([h for h in onto if h[2] == g[2]].index(g), sum(h[2] == g[2] for h in onto)) for g in onto}
+        self.steps = [skill for g in goals for skill in self._skills(env, g, share.get(id(g), (0, 1)))]
 
     @staticmethod
     def _first_joint_is(env: LiberoEnv, thing, kind: str) -> bool:
@@ -61,7 +65,7 @@ Other goals (opening a hinged door) raise UnsupportedTask."""
         return TaskExpert._first_joint_is(env, env.robosuite_env.fixtures_dict.get(name), "HINGE")
 
     @staticmethod
-    def _skills(env: LiberoEnv, goal: list[str]) -> list[Skill]:
+    def _skills(env: LiberoEnv, goal: list[str], slot: tuple[int, int] = (0, 1)) -> list[Skill]:
         kind = goal[0].lower()
         if kind in ("turnon", "turnoff"):
             return [TurnKnob(env, goal[1], on=kind == "turnon")]
@@ -76,7 +80,7 @@ Other goals (opening a hinged door) raise UnsupportedTask."""
         if kind == "in" and site is not None and getattr(site, "joints", None):  # open it first
             return [Drawer(env, goal[2], open=True, fit=goal[1]), Home(env),  # the opened drawer may overhang the object
                     PickPlace(env, goal[1], goal[2], predicate=kind, regrasp_when_blocked=True)]
-        return [PickPlace(env, goal[1], goal[2], predicate=kind)]
+        return [PickPlace(env, goal[1], goal[2], predicate=kind, slot=slot)]
 
     def reset(self, takeover: bool = False) -> None:
         """Plan from the current state: an episode's start, or (takeover=True) wherever another

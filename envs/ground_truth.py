@@ -228,6 +228,13 @@ def site_position(env, site: str) -> np.ndarray:
     return np.array(env.sim.data._data.site_xpos[sid])
 
 
+def site_rotation(env, site: str) -> np.ndarray:
+    """World orientation (3 x 3, site-to-world) of a named site: a region's box axes."""
+    site_position(env, site)  # names an unknown site
+    model = env.sim.model._model
+    return np.array(env.sim.data._data.site_xmat[model.site(site).id]).reshape(3, 3)
+
+
 def body_position(env, body: str) -> np.ndarray:
     import mujoco
 

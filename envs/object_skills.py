@@ -15,9 +15,10 @@ class PickPlace(Skill):
     """Pick `obj` and put it on / in `target` (an object or a BDDL region site)."""
 
     def __init__(self, env: LiberoEnv, obj: str, target: str, gain: float = 20.0, predicate: str = "on",
-                 regrasp_when_blocked: bool = False):
+                 regrasp_when_blocked: bool = False, slot: tuple[int, int] = (0, 1)):
         super().__init__(env, gain)
         self.obj, self.target, self.predicate = obj, target, predicate
+        self.slot = slot  # (which, of how many) objects the goal puts onto this region
         self.regrasp_when_blocked = regrasp_when_blocked
 
     def reset(self, R_down: np.ndarray | None = None, takeover: bool = False) -> None:
@@ -52,9 +53,10 @@ class PickPlace(Skill):
         return pos[:2] + self.region_offset, float(pos[2]) if self.entry is None else self.floor
 
     def _free_spot(self) -> np.ndarray:
-        """Where in a target region to put the object, as an offset from the region's centre: the
-        centre, unless something already stands there (the first of two moka pots on one stove);
-        then the point of the region (2 cm inside its edge) farthest from the other objects. Only
+        """Where in a target region to put the object, as an offset from the region's centre: its own
+        place when the goal puts several objects onto the region; else the centre, unless something
+        already stands there (a moka pot on the stove before); then the point of the region (2 cm
+        inside its edge) farthest from the other objects. Only
         on a surface: into a container (a basket) the centre, where the object comes to rest against
         what is already there; the search does not see the container's walls and chose spots on them."""
         rs = self.env.robosuite_env
@@ -62,6 +64,14 @@ class PickPlace(Skill):
         if self.predicate != "on" or self.target in rs.obj_body_id or site is None or not hasattr(site, "size"):
             return np.zeros(2)
         centre = gt.site_position(self.env, self.target)
+        which, count = self.slot
+        if count > 1:  # side by side across their narrow axis, 2.5 cm inside the edge; the first farthest from the robot
+            axis = gt.narrow_axis(self.env, self.obj)
+            local = gt.site_rotation(self.env, self.target).T @ [*axis, 0.0]  # the axis in the region's box
+            extent = float(np.abs(local[:2]) @ np.maximum(np.abs(np.asarray(site.size[:2], float)) - 0.025, 0.0))
+            slots = [axis * p for p in np.linspace(-extent, extent, count)]
+            base = gt.body_position(self.env, "robot0_base")[:2]
+            return sorted(slots, key=lambda s: -np.linalg.norm(centre[:2] + s - base))[which]
         others = gt.obstacle_boxes(self.env, exclude=(self.obj, site.parent_name or ""))
         if not len(others.centers):
             return np.zeros(2)
@@ -95,7 +105,7 @@ class PickPlace(Skill):
         # the opening: the one of the region's four horizontal sides (its fixture's axes) through
         # which a ray at mid-height leaves, 30 cm without touching anything; the robot's side first
         mid = np.array([c[0], c[1], 0.5 * (self.floor + roof)])
-        R = self.env.sim.data._data.site_xmat[self.env.sim.model._model.site(self.target).id].reshape(3, 3)
+        R = gt.site_rotation(self.env, self.target)
         sides = [sign * R[:, k] * [1, 1, 0] for k in (0, 1) for sign in (1, -1)]
         sides = [u / np.linalg.norm(u) for u in sides if np.linalg.norm(u) > 0.5]
         out = [u for u in sides if boxes.distance(mid + np.arange(0.0, 0.3, 0.01)[:, None] * u).min() > 0.01]
