@@ -219,8 +219,11 @@ class PickPlace(Skill):
             place_xy = place_xy + front_offset
         shift = self._slide_before_lift(boxes)
         # the grip site's path: it ends off the target by the grasp's offset (a bowl held by its wall)
+        o = gt.object_info(env, self.obj)
+        outline = [np.array([x, y]) - grasp[:2] for x in (o.aabb_min[0], o.center[0], o.aabb_max[0])
+                   for y in (o.aabb_min[1], o.center[1], o.aabb_max[1])]
         carry_z = safe_height(boxes, grasp[:2] + shift, place_xy + self.grasp_offset[:2],
-                              max(grasp[2], target_top + below_grip) + 0.09, below_grip, self.yaw)
+                              max(grasp[2], target_top + below_grip) + 0.09, below_grip, self.yaw, outline)
         travel_z = safe_height(boxes, self._eef()[:2], grasp[:2], max(self._eef()[2], grasp[2] + 0.08), 0.0)
 
         def over_grasp():

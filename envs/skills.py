@@ -161,11 +161,16 @@ class Skill:
         return False
 
 
-def safe_height(boxes: gt.Boxes, start_xy, end_xy, z: float, below: float, yaw: float | None = None) -> float:
+def safe_height(boxes: gt.Boxes, start_xy, end_xy, z: float, below: float, yaw: float | None = None,
+                footprint=()) -> float:
     """The lowest grip-site height >= z at which the straight path from start to end keeps
     what hangs `below` it and the hand above it 2 cm clear of every obstacle. `yaw`: the hand's
     turn, whose whole length along the closing direction is then checked (a carried object's
-    path beside a cabinet: the path's centre line clears it, the hand's end does not)."""
+    path beside a cabinet: the path's centre line clears it, the hand's end does not).
+    `footprint`: xy offsets from the grip of the carried object's outline, whose bottom is
+    checked along the path's middle too (a moka pot 7 cm each side of the line swept another pot
+    over); not at its ends, where the object stands now and where it goes down into the target
+    (a bowl into a drawer the cabinet overhangs)."""
     t = np.linspace(0, 1, 12)[:, None]
     xy = (1 - t) * np.asarray(start_xy) + t * np.asarray(end_xy)
     spans = (0.0,) if yaw is None else (0.0, *HAND_SPAN)
@@ -173,6 +178,8 @@ def safe_height(boxes: gt.Boxes, start_xy, end_xy, z: float, below: float, yaw: 
     for height in np.arange(z, 1.4, 0.02):
         pts = [np.c_[xy, np.full(len(xy), height + dz)] for dz in (-below, 0.0, 0.1)]
         pts += [np.c_[xy + side, np.full(len(xy), height + dz)] for side in sides for dz in HAND_HEIGHTS]
+        mid = xy[(t[:, 0] > 0.1) & (t[:, 0] < 0.8)]
+        pts += [np.c_[mid + np.asarray(o), np.full(len(mid), height - below)] for o in footprint]
         if len(boxes.centers) == 0 or boxes.distance(np.concatenate(pts)).min() > 0.02:
             return float(height)
     return float(z)

@@ -8,7 +8,7 @@ from envs import ground_truth as gt
 from envs.experts import UnsupportedTask, make_expert, run_expert_episode
 from envs.libero_env import LiberoEnv
 from envs.fixture_skills import Door
-from envs.object_skills import Push
+from envs.object_skills import PickPlace, Push
 from envs.robot_state import quat_xyzw_to_axis_angle
 from envs.suites import MAX_STEPS, get_suite
 
@@ -189,6 +189,21 @@ def test_carry_height_clears_the_cabinet_beside_the_hand():
             break
     e.close()
     assert info["success"] and not touched
+
+
+def test_objects_onto_one_region_get_their_own_places():
+    """Two moka pots (8 cm across their narrow axis) onto one 15 cm stove region: side by side,
+    each origin inside the region, the first one farther from the robot."""
+    e = LiberoEnv("libero_10", 8, camera_obs=False)
+    e.reset(init_state_index=10)
+    first, second = [s for s in make_expert(e).steps if isinstance(s, PickPlace)]
+    spots = [s._free_spot() for s in (first, second)]
+    base = gt.body_position(e, "robot0_base")[:2]
+    centre = gt.site_position(e, "flat_stove_1_cook_region")[:2]
+    e.close()
+    assert np.linalg.norm(spots[0] - spots[1]) > 0.09
+    assert all(np.abs(s).max() < 0.075 for s in spots)
+    assert np.linalg.norm(centre + spots[0] - base) > np.linalg.norm(centre + spots[1] - base)
 
 
 def test_mug_goes_into_the_microwave_through_its_opening():
