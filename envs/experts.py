@@ -1,5 +1,5 @@
 """Scripted experts: turn a task's BDDL goal into OSC_POSE delta actions from ground truth, one
-skill (envs.object_skills, envs.fixture_skills) per goal predicate, from an episode's start or from any state another policy
+skill (envs.object_skills, envs.push, envs.fixture_skills) per goal predicate, from an episode's start or from any state another policy
 left (takeover, for DAgger).
 """
 
@@ -11,7 +11,8 @@ from robosuite.utils import transform_utils as T
 from .libero_env import LiberoEnv
 from . import ground_truth as gt
 from .fixture_skills import Door, Drawer, TurnKnob
-from .object_skills import PickPlace, Push
+from .object_skills import PickPlace
+from .push import Push
 from .skills import Home, Skill
 
 

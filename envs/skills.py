@@ -2,7 +2,7 @@
 point, descend, close, lift, carry, lower, release, retreat...), each a moving end-effector target
 re-read from the scene every step, followed by a proportional controller on position and
 orientation. Actions follow the design: 7 numbers in [-1, 1], gripper -1 open / +1 close.
-The skills themselves: envs.object_skills (pick-and-place, push), envs.fixture_skills (knob,
+The skills themselves: envs.object_skills (pick-and-place), envs.push, envs.fixture_skills (knob,
 drawer, hinged door).
 """
 

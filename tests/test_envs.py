@@ -8,7 +8,8 @@ from envs import ground_truth as gt
 from envs.experts import UnsupportedTask, make_expert, run_expert_episode
 from envs.libero_env import LiberoEnv
 from envs.fixture_skills import Door
-from envs.object_skills import PickPlace, Push
+from envs.object_skills import PickPlace
+from envs.push import Push
 from envs.robot_state import quat_xyzw_to_axis_angle
 from envs.suites import MAX_STEPS, get_suite
 
