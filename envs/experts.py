@@ -13,6 +13,7 @@ from . import ground_truth as gt
 from .fixture_skills import Door, Drawer, TurnKnob
 from .object_skills import PickPlace
 from .push import Push
+from .set_aside import SetAside, blocking_object, free_spot
 from .skills import Home, Skill
 
 
@@ -24,7 +25,8 @@ class TaskExpert:
     """The expert for a whole BDDL goal: one skill per predicate, in order (the chained libero_10
     goals included): pick-and-place for `on` / `in` (opening a drawer first when the target is
     inside one), a knob turn for `turnon` / `turnoff`, a pull or push for a drawer's `open` /
-    `close`, a swing for a hinged door's `close`, a push for a flat object onto a table region.
+    `close`, a swing for a hinged door's `close`, a push for a flat object onto a table region;
+    an object the goal does not name, standing where a grasp's fingers go down, is set aside first.
 Other goals (opening a hinged door) raise UnsupportedTask."""
 
     def __init__(self, env: LiberoEnv):
@@ -42,7 +44,9 @@ Other goals (opening a hinged door) raise UnsupportedTask."""
         # get their own place in it: (index among them, how many)
         onto = [g for g in goals if g[0].lower() == "on"]
         share = {id(g): ([h for h in onto if h[2] == g[2]].index(g), sum(h[2] == g[2] for h in onto)) for g in onto}
-        self.steps = [skill for g in goals for skill in self._skills(env, g, share.get(id(g), (0, 1)))]
+        self.planned = [skill for g in goals for skill in self._skills(env, g, share.get(id(g), (0, 1)))]
+        self.steps = list(self.planned)  # plus the objects set aside on the way, per episode
+        self.named = {a for g in goals for a in g[1:]}  # what the goal names: never set aside
 
     @staticmethod
     def _first_joint_is(env: LiberoEnv, thing, kind: str) -> bool:
@@ -92,7 +96,8 @@ Other goals (opening a hinged door) raise UnsupportedTask."""
         # planned for that pose, whatever the hand's pose is at a takeover
         quat = self.env.start_eef_quat if takeover else self.env.raw_obs["robot0_eef_quat"]
         self.R_down = T.quat2mat(quat)
-        self.steps[0].reset(self.R_down, takeover)
+        self.steps = list(self.planned)
+        self._start()
 
     @property
     def phase(self) -> str:
@@ -101,8 +106,19 @@ Other goals (opening a hinged door) raise UnsupportedTask."""
     def act(self, obs=None) -> np.ndarray:
         if self.steps[self.current].phase == "done" and self.current + 1 < len(self.steps):
             self.current += 1
-            self.steps[self.current].reset(self.R_down, self.takeover)
+            self._start()
         return self.steps[self.current].act(obs)
+
+    def _start(self) -> None:
+        """Plan the current step; first set aside an object the goal does not name if it stands
+        where the fingers must go down to grasp."""
+        step = self.steps[self.current]
+        if type(step) is PickPlace and not step.goal_holds():
+            blocker = blocking_object(step, self.named)
+            spot = None if blocker is None else free_spot(self.env, blocker, away_from=step.obj)
+            if spot is not None:
+                self.steps.insert(self.current, SetAside(self.env, blocker, spot))
+        self.steps[self.current].reset(self.R_down, self.takeover)
 
 
 def make_expert(env: LiberoEnv) -> TaskExpert:

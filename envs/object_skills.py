@@ -39,6 +39,9 @@ class PickPlace(Skill):
         inside = np.all(grip >= o.aabb_min - 0.01) and np.all(grip <= o.aabb_max + 0.01)
         return bool(inside and 0.002 < q[0] - q[1] < 0.07)
 
+    def goal_holds(self) -> bool:
+        return bool(self.env.robosuite_env._eval_predicate([self.predicate, self.obj, self.target]))
+
     def _holding(self) -> bool:
         """Both finger pads touch the object (robosuite's grasp check)."""
         rs = self.env.robosuite_env
@@ -198,7 +201,7 @@ class PickPlace(Skill):
         # at a takeover: fingers on the object (not after a missed grasp); carried if only the hand touches it
         around = self.takeover and not self.missed and self._fingers_around()
         carried = around and all(b.startswith(ROBOT_BODIES) for b in gt.bodies_touching(env, self.obj))
-        if self.takeover and env.robosuite_env._eval_predicate([self.predicate, self.obj, self.target]):
+        if self.takeover and self.goal_holds():
             return []  # taken over after this goal was reached
         boxes = gt.obstacle_boxes(env, exclude=(self.obj,))
         self.region_offset = self._free_spot()

@@ -10,6 +10,7 @@ from envs.libero_env import LiberoEnv
 from envs.fixture_skills import Door
 from envs.object_skills import PickPlace
 from envs.push import Push
+from envs.set_aside import SetAside
 from envs.robot_state import quat_xyzw_to_axis_angle
 from envs.suites import MAX_STEPS, get_suite
 
@@ -205,6 +206,26 @@ def test_objects_onto_one_region_get_their_own_places():
     assert np.linalg.norm(spots[0] - spots[1]) > 0.09
     assert all(np.abs(s).max() < 0.075 for s in spots)
     assert np.linalg.norm(centre + spots[0] - base) > np.linalg.norm(centre + spots[1] - base)
+
+
+def test_object_beside_the_grasp_is_set_aside_first():
+    """A milk carton 3 cm beside the cream cheese box, along the fingers' closing line: the open
+    fingers would land on it (the grasp failed three times and the empty hand wandered off). The
+    goal does not name it: the expert sets it down elsewhere, upright, then fills the basket."""
+    e = LiberoEnv("libero_10", 1, camera_obs=False)
+    obs, _ = e.reset(init_state_index=33)
+    milk = gt.object_info(e, "milk_1").center
+    expert = make_expert(e)
+    expert.reset()
+    assert isinstance(expert.steps[0], SetAside) and expert.steps[0].obj == "milk_1"
+    for _ in range(e.max_steps):
+        obs, _, done, truncated, info = e.step(expert.act(obs))
+        if done or truncated:
+            break
+    moved = gt.object_info(e, "milk_1")
+    e.close()
+    assert info["success"]
+    assert np.linalg.norm(moved.center[:2] - milk[:2]) > 0.05 and moved.size[2] > 0.12  # moved, standing
 
 
 def test_mug_goes_into_the_microwave_through_its_opening():
