@@ -7,7 +7,7 @@ import numpy as np
 
 from . import ground_truth as gt
 from .libero_env import LiberoEnv
-from .skills import CLOSE, OPEN, Phase, Skill, hand_along, lean, rot_z, safe_height
+from .skills import CLOSE, OPEN, Phase, Skill, hand_along, lean, rot_z, safe_height, turn_angle
 
 class TurnKnob(Skill):
     """Turn a fixture's knob (a hinge about a vertical axis, e.g. a stove) on or off: grasp it on
@@ -100,8 +100,19 @@ class Drawer(Skill):
                 Phase("retreat", lambda: self._eef() + [*(0.05 * out[:2]), 0.1], OPEN, tol=0.02, max_steps=30),
             ]
         if not self.open:
+            front = handle + 0.10 * out
+            # a hand behind the drawer's front (over the drawer, having put something in) would go
+            # through the front, turning as it goes: back to the episode's start first, pointing down
+            behind, home = (self._eef() - handle) @ out < 0, self.env.start_eef_pos
+            over = [Phase("home", lambda: home, CLOSE, rotation=lambda: self.R_down, tol=0.03, max_steps=60)] if behind else []
+            # of the two equal grips (a half turn about the pointing axis apart) the one nearer the
+            # hand: near a half turn away the turn's direction flips with a few degrees of tilt and
+            # the wrist winds the wrong way, lifting the arm out of reach of the handle
+            R = self.R_down if behind else self._hand()
+            self.R_goal = min((self.R_goal, self.R_goal @ rot_z(np.pi)), key=lambda G: turn_angle(G, R))
             return [
-                Phase("approach", lambda: handle + 0.10 * out, CLOSE, tol=0.015, max_steps=100),
+                *over,
+                Phase("approach", lambda: front, CLOSE, tol=0.015, max_steps=100),
                 Phase("push", lambda: handle - 0.25 * out, CLOSE, reached=self._done, max_steps=100),
                 Phase("retreat", lambda: self._eef() + 0.1 * out, OPEN, tol=0.02, min_steps=5, max_steps=20),
             ]
@@ -122,7 +133,8 @@ class Door(Skill):
     the hinge, and follow the arc the door turns on, a little ahead of it, until the fixture
     reads closed. The hand's long side stays along the door as it turns: across it, one end of
     the 20 cm hand would be over the door (a door opened past 90 degrees) or, near shut, against
-    the fixture's front. Opening a hinged door is not built (no LIBERO goal needs it yet)."""
+    the fixture's front. Opening a hinged door is not built: a closed door shows no
+    edge for the fingers (libero_90 task 35, open the microwave, is skipped as unsupported)."""
 
     def __init__(self, env: LiberoEnv, fixture: str, gain: float = 20.0):
         super().__init__(env, gain)

@@ -165,6 +165,8 @@ class PickPlace(Skill):
                 if found is not None:
                     return [found]
             rim = 0.5 * min(size[0], size[1]) - 0.012
+            if np.linalg.norm(o.position[:2] - c[:2]) > 0.02:  # a handle stretches the box (a frying pan):
+                c = np.array([*o.position[:2], c[2]])  # the wall runs round the body's origin, its middle
             # the side facing the robot first: it keeps the arm least stretched when placing
             return [(np.array([c[0] - rim, c[1], z]), np.pi / 2), (np.array([c[0], c[1] - rim, z]), 0.0),
                     (np.array([c[0], c[1] + rim, z]), 0.0), (np.array([c[0] + rim, c[1], z]), np.pi / 2)]
