@@ -37,8 +37,9 @@ Other goals (opening a hinged door) raise UnsupportedTask."""
         if unsupported:
             raise UnsupportedTask(f"no scripted strategy for {unsupported} in {env.task.name}")
         # knobs first (a pot set on a stove would be in the way of its knob's turn), closing last
-        # (what goes into a drawer goes in before it shuts)
-        goals = sorted(goals, key=lambda g: (g[0].lower() == "close") - (g[0].lower() in ("turnon", "turnoff")))
+        # (what goes into a drawer goes in before it shuts), but a drawer nothing goes into shuts
+        # before another opens (an opened top drawer hangs over the bottom one's handle)
+        goals = sorted(goals, key=lambda g: self._order(g, goals))
         self.env = env
         # objects that go onto one surface region together (two moka pots onto one stove) each
         # get their own place in it: (index among them, how many)
@@ -47,6 +48,16 @@ Other goals (opening a hinged door) raise UnsupportedTask."""
         self.planned = [skill for g in goals for skill in self._skills(env, g, share.get(id(g), (0, 1)))]
         self.steps = list(self.planned)  # plus the objects set aside on the way, per episode
         self.named = {a for g in goals for a in g[1:]}  # what the goal names: never set aside
+
+    @staticmethod
+    def _order(goal: list[str], goals: list[list[str]]) -> float:
+        kind = goal[0].lower()
+        if kind in ("turnon", "turnoff"):
+            return -1.0
+        if kind != "close":
+            return 0.0
+        filled = any(g[0].lower() in ("in", "on") and (g[2] == goal[1] or g[2].startswith(goal[1] + "_")) for g in goals)
+        return -0.5 if not filled and any(g[0].lower() == "open" for g in goals) else 1.0
 
     @staticmethod
     def _first_joint_is(env: LiberoEnv, thing, kind: str) -> bool:

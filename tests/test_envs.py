@@ -355,3 +355,26 @@ def test_handover_after_random_actions_succeeds():
     assert all(k >= 1 for _, k, _ in results) and env.max_steps == get_suite("libero_spatial").max_steps
     with pytest.raises(ValueError, match="disturb"):
         run_handover_episode(env, disturb="teleport")
+
+
+def test_drawer_nothing_goes_into_shuts_before_another_opens():
+    """libero_90 task 23: close the bottom drawer and open the top one. Opened first, the top
+    drawer hung over the bottom one's handle and the hand never reached it (0/10)."""
+    e = LiberoEnv("libero_90", 23, camera_obs=False)
+    e.reset(init_state_index=0)
+    expert = make_expert(e)
+    assert [s.open for s in expert.planned] == [False, True]
+    success, _, _ = run_expert_episode(e, init_state_index=0, expert=expert)
+    e.close()
+    assert success
+
+
+def test_drawer_shuts_after_something_was_put_in_and_a_pan_is_held_by_its_wall():
+    """A hand over the drawer (having put the butter in) goes home before pushing it shut (it went
+    through the front, 0/10); a frying pan, its box stretched by the handle, is held by its wall
+    round the body (the box's middle put the fingers on the handle, 0/10)."""
+    for task, init in ((3, 0), (18, 0)):
+        e = LiberoEnv("libero_90", task, camera_obs=False)
+        success, _, _ = run_expert_episode(e, init_state_index=init)
+        e.close()
+        assert success, f"libero_90 task {task} init {init}"
