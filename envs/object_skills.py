@@ -8,7 +8,7 @@ import numpy as np
 from . import ground_truth as gt
 from .grasps import search_top_grasp, top_at
 from .libero_env import LiberoEnv
-from .skills import CLOSE, OPEN, ROBOT_BODIES, Phase, Skill, clearance, closing_direction, rot_z, safe_height
+from .skills import CLOSE, OPEN, ROBOT_BODIES, Phase, Skill, clearance, closing_direction, lean, rot_z, safe_height
 
 
 class PickPlace(Skill):
@@ -23,7 +23,7 @@ class PickPlace(Skill):
 
     def reset(self, R_down: np.ndarray | None = None, takeover: bool = False) -> None:
         # regrasps after a missed grasp: how many, which sides missed, the object's height when the fingers closed
-        self.replans, self.missed, self.bottom_at_grasp = 0, set(), -np.inf
+        self.replans, self.missed, self.z_at_grasp = 0, set(), -np.inf
         self.entry = None
         super().reset(R_down, takeover)
 
@@ -177,15 +177,22 @@ class PickPlace(Skill):
         return [(np.array([c[0], c[1], z]), float(yaw))]
 
     def _choose_grasp(self, boxes: gt.Boxes) -> None:
-        options = self._grasp_candidates()
+        options = [(g, yaw, None) for g, yaw in self._grasp_candidates()]
         o = gt.object_info(self.env, self.obj)
         # what the object stands on is below every option alike: it must not decide
         boxes = boxes[boxes.extent_along([0, 0, 1]) > o.aabb_min[2] + 0.005]
-        # room counts up to 5 cm; among options with that much, the first listed wins
-        scores = [min(clearance(g, yaw, boxes), 0.05) - 0.001 * i for i, (g, yaw) in enumerate(options)]
+        if not self._column_clear(boxes, np.zeros(2)):
+            # something hangs over the object (a bowl just in front of an opened drawer): each option
+            # also with the hand leaning 20 degrees either way about the fingers' closing direction,
+            # its body out from under the overhang while the fingers still close level
+            options += [(g, yaw, s * np.sin(np.radians(20)) * np.cross([0, 0, 1.0], closing_direction(yaw)))
+                        for g, yaw, _ in list(options) for s in (1, -1)]
+        # room counts up to 5 cm; among options with that much, the first listed (upright) wins
+        scores = [min(clearance(g, yaw, boxes, lean_toward=t), 0.05) - 0.001 * i
+                  for i, (g, yaw, t) in enumerate(options)]
         if self.takeover:  # a hand already lined up over an option (the learner's approach) keeps it
             eef = self._eef()
-            for i, (g, _) in enumerate(options):
+            for i, (g, *_) in enumerate(options):
                 if np.linalg.norm(eef[:2] - g[:2]) < 0.015 and -0.005 < eef[2] - g[2] < 0.09:
                     scores[i] += 1.0
         missed = [i for i in self.missed if i < len(options)]
@@ -193,7 +200,11 @@ class PickPlace(Skill):
             for i in missed:
                 scores[i] = -np.inf
         i = int(np.argmax(scores))
-        self.grasp_index, self.grasp_offset, self.yaw = i, options[i][0] - o.center, options[i][1]
+        self.grasp_index, self.grasp_offset, self.yaw, self.lean_toward = i, options[i][0] - o.center, *options[i][1:]
+
+    def _upright(self) -> np.ndarray:
+        """The grasp's hand pointing straight down."""
+        return rot_z(self.yaw) @ self.R_down
 
     def _grasp_point(self) -> np.ndarray:
         return gt.object_info(self.env, self.obj).center + self.grasp_offset
@@ -212,8 +223,10 @@ class PickPlace(Skill):
         if around:  # grasp where the hand already is, turned as it is
             self.grasp_offset = self._eef() - gt.object_info(env, self.obj).center
             self.yaw, _ = self._hand_yaw()
+            self.lean_toward = None
         self.yaw = self.nearer_equivalent(self.yaw)
-        self.R_goal = rot_z(self.yaw) @ self.R_down
+        t = 0.0 if self.lean_toward is None else np.linalg.norm(self.lean_toward)  # the lean's sine
+        self.R_goal = (lean(self.lean_toward / t, -np.arcsin(t)) if t else np.eye(3)) @ self._upright()
         grasp = self._grasp_point()
         below_grip = grasp[2] - gt.object_info(env, self.obj).aabb_min[2]  # object bottom below the grip site
         if self.entry is not None:  # comes down in front of the opening, then slides in
@@ -370,10 +383,13 @@ class PickPlace(Skill):
             self.grasp_xy = self._eef()[:2]  # lift straight up from where the grasp happened
         if phase.name == "release":
             self.released_at = self._eef()
+        if phase.name == "lift":
+            self.R_goal = self._upright()  # a leaning grasp is clear of the overhang once up
         if phase.name == "close":
-            self.bottom_at_grasp = gt.object_info(self.env, self.obj).aabb_min[2]
+            self.z_at_grasp = gt.object_info(self.env, self.obj).center[2]
+        # its centre, not its lowest point: a bowl held by one wall hangs tilted as it comes up
         if phase.name == "lift" and self.replans < 2 and \
-                gt.object_info(self.env, self.obj).aabb_min[2] < self.bottom_at_grasp + 0.015:
+                gt.object_info(self.env, self.obj).center[2] < self.z_at_grasp + 0.015:
             # the object did not come up: a grasp can miss (a tilted or wedged object, a scene
             # someone else left, a way down blocked short of the grasp); open, rise and plan the
             # grasp again rather than carry nothing (the carry's target follows the object, so

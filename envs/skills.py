@@ -61,12 +61,17 @@ def closing_direction(yaw: float) -> np.ndarray:
     return np.array([-np.sin(yaw), np.cos(yaw), 0.0])
 
 
-def clearance(grip: np.ndarray, yaw: float, boxes: gt.Boxes, spread: float = 0.045) -> float:
+def clearance(grip: np.ndarray, yaw: float, boxes: gt.Boxes, spread: float = 0.045,
+              lean_toward: np.ndarray | None = None) -> float:
     """Room around the fingertips (`spread` apart from the grip site: 0.045 open, ~0.01 shut)
-    along the path they sweep down to `grip`, and around the hand above them."""
+    along the path they sweep down to `grip`, and around the hand above them. `lean_toward`: the
+    hand's top leans that way (a horizontal vector, its length the sine of the lean)."""
     across = closing_direction(yaw)
+    up = np.array([0.0, 0.0, 1.0])
+    if lean_toward is not None:
+        up = np.array([*lean_toward[:2], np.sqrt(1 - np.dot(lean_toward[:2], lean_toward[:2]))])
     tips = [grip + s * spread * across + [0, 0, dz] for s in (-1, 1) for dz in (0.0, 0.03, 0.06)]
-    hand = [grip + s * across + [0, 0, dz] for s in HAND_SPAN for dz in HAND_HEIGHTS]
+    hand = [grip + s * across + dz * up for s in HAND_SPAN for dz in HAND_HEIGHTS]
     d = boxes.distance(np.array(tips + hand))
     return float(d.min()) if d.size else np.inf
 
