@@ -24,7 +24,7 @@ VPY=.venv/bin/python
 
 # Re-install only when the dependency files change.
 stamp=.venv/.vla-install-stamp
-want=$(cat pyproject.toml constraints.txt install.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt constraints-robocasa.txt install.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "[install] up to date ($VPY)"
   exit 0
@@ -58,5 +58,18 @@ echo "$PWD/.venv/ros1" > "$site/debian-ros1.pth"
 # robosuite warns on every import until it has a private macro file (its own setup script copies this)
 cp -n "$site/robosuite/macros.py" "$site/robosuite/macros_private.py"
 "$VPY" -c 'import torch, mujoco, robosuite, transformers, hydra; print("[install] torch", torch.__version__, "mujoco", mujoco.__version__)'
+
+# RoboCasa's env workers run under a second interpreter: its robosuite 1.5 (praxis-robosuite,
+# the module robosuite; PyPI's robosuite 1.5.2 fails in the kitchen) cannot share a venv with
+# LIBERO's robosuite 1.4. rlinf-robocasa365 without deps, so PyPI's robosuite stays out.
+[ -x .venv-robocasa/bin/python ] || "$PY" -m venv .venv-robocasa
+rc_install() {
+  .venv-robocasa/bin/python -m pip install -q --disable-pip-version-check -c constraints-robocasa.txt "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
+}
+rc_install --no-deps rlinf-robocasa365==1.0.1
+rc_install praxis-robosuite==1.5.2.post1 mujoco numpy gymnasium h5py imageio lxml pyyaml scipy termcolor tqdm opencv-python pillow
+rc_site=$(.venv-robocasa/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+cp -n "$rc_site/robosuite/macros.py" "$rc_site/robosuite/macros_private.py"
+.venv-robocasa/bin/python -c 'import robocasa, robosuite, mujoco; print("[install] robocasa interpreter: robosuite", robosuite.__version__, "mujoco", mujoco.__version__)' 2>&1 | grep -v "WARNING\|mimicgen"
 echo "$want" > "$stamp"
 echo "[install] done: source .venv/bin/activate"
