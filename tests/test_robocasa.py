@@ -73,3 +73,60 @@ def test_real_kitchen_tasks_reset_step_and_check_success_on_stand_in_assets(tmp_
         _, _, action_dim, layout, style, success, rendered, instruction = line.split(" ", 7)
         assert (action_dim, layout, style, success, rendered) == ("12", "1", "1", "False", "True"), line
         assert len(instruction) > 5, line
+
+
+ADAPTER = """
+import sys
+import numpy as np
+from envs.robocasa_env import MissingAssets, RoboCasaEnv
+
+if sys.argv[1] == "missing":
+    try:
+        RoboCasaEnv("TurnOffMicrowave")
+    except MissingAssets as e:
+        print("missing:", e)
+    sys.exit(0)
+env = RoboCasaEnv("PickPlaceCabinetToCounter", resolution=64, layout=1, style=1)
+scenes = []
+for seed in (3, 3, 4):
+    obs, _ = env.reset(seed=seed)
+    scenes.append((env.instruction, env.env.sim.data.qpos.copy()))
+print("same seed, same scene:", scenes[0][0] == scenes[1][0] and np.allclose(scenes[0][1], scenes[1][1]))
+print("other seed, other scene:", scenes[0][0] != scenes[2][0] or not np.allclose(scenes[0][1], scenes[2][1]))
+base, z, opening = env.raw_obs["robot0_base_pos"].copy(), obs["state"][2], obs["state"][6] - obs["state"][7]
+for _ in range(10):
+    obs, _, _, truncated, info = env.step([0, 0, 1, 0, 0, 0, 1])  # up, closing the fingers
+print("rose cm:", round(100 * float(obs["state"][2] - z), 1))
+print("base moved mm:", round(1000 * float(np.abs(env.raw_obs["robot0_base_pos"] - base).max()), 2))
+print("fingers closed by cm:", round(100 * float(opening - (obs["state"][6] - obs["state"][7])), 1))
+print("steps, max:", info["steps"], env.max_steps, truncated)
+try:
+    env.step([0, 0, 1])
+except ValueError as e:
+    print("bad action:", e)
+"""
+
+
+def test_adapter_gives_our_observation_action_and_seeded_scenes(tmp_path):
+    """envs.robocasa_env on the stand-ins: a seed fixes the scene, our 7-D action moves the arm and
+    the fingers with the mobile base held still, the dataset horizon bounds the episode, a bad action
+    is named, and without assets the error names ROBOCASA_ASSETS_PATH and how to get them."""
+    root = tmp_path / "assets"
+    subprocess.run([str(ROBOCASA_PYTHON), "-m", "envs.robocasa_standins", str(root)], check=True,
+                   capture_output=True, timeout=300, cwd=REPO)
+    env = {**os.environ, "ROBOCASA_ASSETS_PATH": str(root)}
+    r = subprocess.run([str(ROBOCASA_PYTHON), "-c", ADAPTER, "run"], capture_output=True, text=True,
+                       timeout=600, cwd=REPO, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
+    assert out["same seed, same scene"] == "True" and out["other seed, other scene"] == "True", r.stdout
+    assert float(out["rose cm"]) > 2.0, r.stdout
+    assert float(out["base moved mm"]) < 1.0, r.stdout
+    assert float(out["fingers closed by cm"]) > 1.0, r.stdout
+    assert out["steps, max"] == "10 450 False", r.stdout
+    assert "action must be 7 finite numbers" in out["bad action"], r.stdout
+    (tmp_path / "empty").mkdir()
+    r = subprocess.run([str(ROBOCASA_PYTHON), "-c", ADAPTER, "missing"], capture_output=True, text=True,
+                       timeout=300, cwd=REPO, env={**os.environ, "ROBOCASA_ASSETS_PATH": str(tmp_path / "empty")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "ROBOCASA_ASSETS_PATH" in r.stdout and "robocasa-download-assets" in r.stdout, r.stdout
