@@ -30,10 +30,14 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 
-# (The grep drops pip's notes about this machine's unused local index folders.)
-pip_install() {
-  "$VPY" -m pip install -q --disable-pip-version-check -c constraints.txt "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
+# pip_into PYTHON CONSTRAINTS ARGS...: one pip install into that interpreter's venv, at those pins
+# (the grep drops pip's notes about this machine's unused local index folders)
+pip_into() {
+  local py=$1 pins=$2
+  shift 2
+  "$py" -m pip install -q --disable-pip-version-check -c "$pins" "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
 }
+pip_install() { pip_into "$VPY" constraints.txt "$@"; }
 pip_install --upgrade pip setuptools wheel
 # torch first, from the local CPU wheel; the constraints file keeps any later step from replacing it.
 pip_install torch==2.13.0
@@ -63,9 +67,7 @@ cp -n "$site/robosuite/macros.py" "$site/robosuite/macros_private.py"
 # the module robosuite; PyPI's robosuite 1.5.2 fails in the kitchen) cannot share a venv with
 # LIBERO's robosuite 1.4. rlinf-robocasa365 without deps, so PyPI's robosuite stays out.
 [ -x .venv-robocasa/bin/python ] || "$PY" -m venv .venv-robocasa
-rc_install() {
-  .venv-robocasa/bin/python -m pip install -q --disable-pip-version-check -c constraints-robocasa.txt "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
-}
+rc_install() { pip_into .venv-robocasa/bin/python constraints-robocasa.txt "$@"; }
 rc_install --no-deps rlinf-robocasa365==1.0.1
 rc_install praxis-robosuite==1.5.2.post1 mujoco numpy gymnasium h5py imageio lxml pyyaml scipy termcolor tqdm opencv-python pillow
 rc_site=$(.venv-robocasa/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -7,10 +7,22 @@ import os
 import subprocess
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import pytest
 
+from envs.robocasa_env import TASKS  # importable here: robocasa itself is imported only when an env is made
+
+REPO = Path(__file__).resolve().parents[1]
 ROBOCASA_PYTHON = REPO / ".venv-robocasa" / "bin" / "python"
-TASKS = ("TurnOffMicrowave", "StartCoffeeMachine", "PickPlaceCabinetToCounter")  # the XVR paper's three
+
+
+@pytest.fixture(scope="module")
+def standins(tmp_path_factory) -> Path:
+    """A stand-in asset tree (envs.robocasa_standins), written once for the module's tests."""
+    root = tmp_path_factory.mktemp("robocasa") / "assets"
+    r = subprocess.run([str(ROBOCASA_PYTHON), "-m", "envs.robocasa_standins", str(root)], capture_output=True,
+                       text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return root
 
 BUILD = """
 import sys, robosuite, robocasa
@@ -37,34 +49,29 @@ EPISODE = """
 import sys
 import numpy as np
 import robosuite, robocasa
+from envs.robocasa_env import CAMERAS
 from envs.robocasa_standins import LAYOUT, STYLE
 assert robocasa.models.assets_root == sys.argv[1], robocasa.models.assets_root
-cameras = ["robot0_agentview_left", "robot0_agentview_right", "robot0_eye_in_hand"]
 for name in sys.argv[2:]:
     env = robosuite.make(name, robots="PandaOmron", has_renderer=False, has_offscreen_renderer=True,
-                         use_camera_obs=True, camera_names=cameras, camera_heights=64, camera_widths=64,
+                         use_camera_obs=True, camera_names=list(CAMERAS), camera_heights=64, camera_widths=64,
                          layout_ids=LAYOUT, style_ids=STYLE, seed=0, ignore_done=True)
     obs = env.reset()
-    start = {k: v.copy() for k, v in obs.items() if k.endswith("_image")}
     for _ in range(5):
         obs, _, _, _ = env.step(np.zeros(env.action_dim))
-    images = [obs[c + "_image"] for c in cameras]
+    images = [obs[c + "_image"] for c in CAMERAS]
     print("episode", name, env.action_dim, env.layout_id, env.style_id, bool(env._check_success()),
           all(i.shape == (64, 64, 3) and i.std() > 1 for i in images), repr(env.get_ep_meta()["lang"]))
     env.close()
 """
 
 
-def test_real_kitchen_tasks_reset_step_and_check_success_on_stand_in_assets(tmp_path):
+def test_real_kitchen_tasks_reset_step_and_check_success_on_stand_in_assets(standins):
     """The real task classes in kitchen layout 1 / style 1, furnished by envs.robocasa_standins:
     reset, five steps of the 12-D action, three cameras rendering something other than one
     colour, and the task's own success check (False: nothing was done)."""
-    root = tmp_path / "assets"
-    r = subprocess.run([str(ROBOCASA_PYTHON), "-m", "envs.robocasa_standins", str(root)], capture_output=True,
-                       text=True, timeout=300, cwd=REPO)
-    assert r.returncode == 0, r.stderr[-3000:]
-    env = {**os.environ, "ROBOCASA_ASSETS_PATH": str(root), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    r = subprocess.run([str(ROBOCASA_PYTHON), "-c", EPISODE, str(root), *TASKS], capture_output=True, text=True,
+    env = {**os.environ, "ROBOCASA_ASSETS_PATH": str(standins), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    r = subprocess.run([str(ROBOCASA_PYTHON), "-c", EPISODE, str(standins), *TASKS], capture_output=True, text=True,
                        timeout=600, cwd=REPO, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     for name in TASKS:
@@ -79,6 +86,7 @@ ADAPTER = """
 import sys
 import numpy as np
 from envs.robocasa_env import MissingAssets, RoboCasaEnv
+from envs.robocasa_standins import LAYOUT, STYLE
 
 if sys.argv[1] == "missing":
     try:
@@ -86,7 +94,7 @@ if sys.argv[1] == "missing":
     except MissingAssets as e:
         print("missing:", e)
     sys.exit(0)
-env = RoboCasaEnv("PickPlaceCabinetToCounter", resolution=64, layout=1, style=1)
+env = RoboCasaEnv("PickPlaceCabinetToCounter", resolution=64, layout=LAYOUT, style=STYLE)
 scenes = []
 for seed in (3, 3, 4):
     obs, _ = env.reset(seed=seed)
@@ -107,14 +115,11 @@ except ValueError as e:
 """
 
 
-def test_adapter_gives_our_observation_action_and_seeded_scenes(tmp_path):
+def test_adapter_gives_our_observation_action_and_seeded_scenes(standins, tmp_path):
     """envs.robocasa_env on the stand-ins: a seed fixes the scene, our 7-D action moves the arm and
     the fingers with the mobile base held still, the dataset horizon bounds the episode, a bad action
     is named, and without assets the error names ROBOCASA_ASSETS_PATH and how to get them."""
-    root = tmp_path / "assets"
-    subprocess.run([str(ROBOCASA_PYTHON), "-m", "envs.robocasa_standins", str(root)], check=True,
-                   capture_output=True, timeout=300, cwd=REPO)
-    env = {**os.environ, "ROBOCASA_ASSETS_PATH": str(root)}
+    env = {**os.environ, "ROBOCASA_ASSETS_PATH": str(standins)}
     r = subprocess.run([str(ROBOCASA_PYTHON), "-c", ADAPTER, "run"], capture_output=True, text=True,
                        timeout=600, cwd=REPO, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
