@@ -72,6 +72,8 @@ rc_install --no-deps rlinf-robocasa365==1.0.1
 rc_install praxis-robosuite==1.5.2.post1 mujoco numpy gymnasium h5py imageio lxml pyyaml scipy termcolor tqdm opencv-python pillow
 rc_site=$(.venv-robocasa/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 cp -n "$rc_site/robosuite/macros.py" "$rc_site/robosuite/macros_private.py"
+# robosuite's console log at ERROR: every env worker's start otherwise prints a dozen INFO/WARNING lines
+sed -i 's/^CONSOLE_LOGGING_LEVEL = .*/CONSOLE_LOGGING_LEVEL = "ERROR"/' "$rc_site/robosuite/macros_private.py"
 .venv-robocasa/bin/python -c 'import robocasa, robosuite, mujoco; print("[install] robocasa interpreter: robosuite", robosuite.__version__, "mujoco", mujoco.__version__)' 2>&1 | grep -v "WARNING\|mimicgen"
 echo "$want" > "$stamp"
 echo "[install] done: source .venv/bin/activate"

@@ -11,9 +11,8 @@ import time
 
 import numpy as np
 
-from envs.experts import make_expert
+from envs.episodes import make_expert, record_episode
 from envs.libero_env import RENDER_QUALITIES, LiberoEnv
-from vla.dataset.collection import record_episode
 
 
 def steps_per_second(quality: str, steps: int) -> float:

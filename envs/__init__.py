@@ -9,3 +9,7 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+class UnsupportedTask(NotImplementedError):
+    """The scripted expert has no strategy for this task (a LIBERO goal predicate, a RoboCasa task)."""

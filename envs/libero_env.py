@@ -52,15 +52,6 @@ def _no_multisampling(xml: str) -> str:
 
 
 # The cameras every LIBERO scene defines (read off the MuJoCo models).
-LIBERO_CAMERAS = ("agentview", "robot0_eye_in_hand", "frontview", "birdview", "sideview", "galleryview", "robot0_robotview")
-
-
-def check_cameras(cameras) -> None:
-    unknown = [c for c in cameras if c not in LIBERO_CAMERAS]
-    if unknown:
-        raise ValueError(f"unknown camera(s) {unknown}; LIBERO scenes have {sorted(LIBERO_CAMERAS)}")
-
-
 class LiberoEnv(gym.Env):
     """One LIBERO task. `reset(init_state_index=i)` starts from the suite's fixed init state i
     (the evaluation protocol); `init_state_index=None` samples a fresh layout from LIBERO's own
@@ -100,7 +91,7 @@ class LiberoEnv(gym.Env):
 
         kwargs = dict(bddl_file_name=str(self.task.bddl_file), control_freq=self.suite.control_freq)
         if camera_obs:
-            check_cameras(self.cameras)
+            self.suite.check_cameras(self.cameras)
             self._env = OffScreenRenderEnv(
                 **kwargs, camera_names=list(self.cameras), camera_heights=resolution,
                 camera_widths=resolution, camera_depths=depth,

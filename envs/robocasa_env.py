@@ -7,20 +7,25 @@ a scene fixed by a seed. Runs only under RoboCasa's interpreter (`.venv-robocasa
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from .robot_state import robot_state
+from .suites import ROBOCASA_CAMERAS as CAMERAS, ROBOCASA_SUITES
 
-CAMERAS = ("robot0_agentview_left", "robot0_agentview_right", "robot0_eye_in_hand")
-TASKS = ("TurnOffMicrowave", "StartCoffeeMachine", "PickPlaceCabinetToCounter")  # the XVR paper's three
+TASKS = tuple(name for name, _, _ in ROBOCASA_SUITES["robocasa"])  # the XVR paper's three
+STANDIN_MARKER = "vla_standins.json"  # written by envs.robocasa_standins: the one kitchen it furnishes
+# episode k of the protocol ("init state" k) starts from the scene of this seed + k: apart from
+# collection's seeds (< 10^9) and the validation / DAgger layouts (eval_rollouts.worker)
+PROTOCOL_SEED = 3 * 10**9
 # PandaOmron's 12-D action under RoboCasa's controller config: arm (6), gripper, base (3), torso, mode
 ARM, GRIPPER, MODE = slice(0, 6), 6, 11
 
 
-class MissingAssets(RuntimeError):
+class MissingAssets(ValueError):
     pass
 
 
@@ -43,7 +48,8 @@ def require_assets() -> Path:
 class RoboCasaEnv:
     def __init__(self, task: str, cameras=CAMERAS, resolution: int = 128, max_steps: int | None = None,
                  layout: int | None = None, style: int | None = None):
-        """layout, style: pin the kitchen (RoboCasa's ids); None: RoboCasa's own choice per episode."""
+        """layout, style: pin the kitchen (RoboCasa's ids); None: RoboCasa's own choice per episode
+        (on stand-in assets: the one kitchen they furnish)."""
         import robocasa  # noqa: F401  (registers the kitchen tasks with robosuite)
         from robocasa.utils.dataset_registry_utils import get_task_horizon
         from robocasa.utils.env_utils import create_env
@@ -51,7 +57,10 @@ class RoboCasaEnv:
 
         if task not in REGISTERED_ENVS:
             raise ValueError(f"unknown RoboCasa task {task!r}; the ones with experts and tests: {TASKS}")
-        require_assets()
+        root = require_assets()
+        if (root / STANDIN_MARKER).exists() and layout is None and style is None:
+            kitchen = json.loads((root / STANDIN_MARKER).read_text())
+            layout, style = kitchen["layout"], kitchen["style"]
         self.task, self.cameras = task, tuple(cameras)
         self.max_steps = max_steps or get_task_horizon(task)
         self.env = create_env(task, camera_names=list(self.cameras), camera_widths=resolution,
@@ -59,16 +68,24 @@ class RoboCasaEnv:
         self.env.ignore_done = True  # the episode's end is ours: max_steps
         self.raw_obs: dict = {}
         self.steps = 0
+        self.resolution = resolution
 
     @property
     def instruction(self) -> str:
         return self.env.get_ep_meta()["lang"]
 
-    def reset(self, *, seed: int | None = None) -> tuple[dict, dict]:
-        """A new episode; the same seed gives the same kitchen, objects and robot placement."""
+    def reset(self, *, seed: int | None = None, init_state_index: int | None = None) -> tuple[dict, dict]:
+        """A new episode; the same seed gives the same kitchen, objects and robot placement.
+        init_state_index k: the protocol's episode k (RoboCasa has no init-state files: a fixed seed)."""
+        if init_state_index is not None:
+            seed = PROTOCOL_SEED + int(init_state_index)
         if seed is not None:
             self.env.rng = np.random.default_rng(seed)  # every draw of the kitchen's reset reads it
         self.raw_obs = self.env.reset()
+        # images are rendered by _observation, only for the steps someone looks at (a chunk's last,
+        # a video's): rendering is most of a step's cost (bench/robocasa.py). Every reset rebuilds the observables
+        for c in self.cameras:
+            self.env.modify_observable(f"{c}_image", "enabled", False)
         self.steps = 0
         return self._observation(), {}
 
@@ -86,8 +103,10 @@ class RoboCasaEnv:
 
     def _observation(self, images: bool = True) -> dict:
         raw = self.raw_obs
-        # robosuite renders upside down (OpenGL's origin): flipped to the usual image orientation
-        imgs = {c: np.ascontiguousarray(raw[f"{c}_image"][::-1]) for c in self.cameras} if images else {}
+        # MuJoCo renders upside down (OpenGL's origin): flipped to the usual image orientation
+        imgs = {c: np.ascontiguousarray(self.env.sim.render(camera_name=c, width=self.resolution,
+                                                            height=self.resolution)[::-1])
+                for c in self.cameras} if images else {}
         state = robot_state(raw["robot0_eef_pos"], raw["robot0_eef_quat"], raw["robot0_gripper_qpos"])
         return {"images": imgs, "state": state, "instruction": self.instruction}
 

@@ -16,12 +16,15 @@ on a machine with a network, then `ROBOCASA_ASSETS_PATH=DIR`.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import struct
 import sys
 import zlib
 from pathlib import Path
+
+from .robocasa_env import STANDIN_MARKER
 
 
 def png_1x1(path: Path, rgb=(170, 170, 170)) -> None:
@@ -61,6 +64,12 @@ GENERIC = wrap(f"""        <geom name="body_col" type="box" pos="0 0 0" size="0.
 # cabinet door panel / visual-mesh handle: needs texture "tex", material "mat" (-> {name}_mat), geom reg_main
 PANEL = wrap(f"""        <geom name="panel_col" type="box" pos="0 0 0" size="0.5 0.5 0.5" material="mat" group="0"/>
         <geom name="reg_main" type="box" pos="0 0 0" size="0.5 0.5 0.5" {REG}/>""",
+    asset='<texture name="tex" type="2d" file="tex.png"/><material name="mat" texture="tex"/>')
+
+# cabinet handle (a visual-mesh handle: RoboCasa keeps reg_main's x/y half-sizes and scales z to the
+# handle's length), so it must be handle-sized: a 1 m box here blocks the robot's spawn and the cabinet
+HANDLE = wrap(f"""        <geom name="handle_col" type="box" pos="0 0 0" size="0.01 0.015 0.1" material="mat" group="0"/>
+        <geom name="reg_main" type="box" pos="0 0 0" size="0.01 0.015 0.1" {REG}/>""",
     asset='<texture name="tex" type="2d" file="tex.png"/><material name="mat" texture="tex"/>')
 
 # microwave: hollow box, hinged door (joint "microjoint"), start/stop buttons, reg_main, reg_tray
@@ -115,7 +124,7 @@ OBJECT = wrap(f"""        <geom name="col" type="box" pos="0 0 0" size="0.03 0.0
 def _template(rel: str) -> str:
     for prefix, text in (("fixtures/microwaves/", MICROWAVE), ("fixtures/coffee_machines/", COFFEE),
                          ("fixtures/sinks/", SINK), ("fixtures/cabinets/cabinet_panels/", PANEL),
-                         ("fixtures/handles/", PANEL), ("objects/", OBJECT)):
+                         ("fixtures/handles/", HANDLE), ("objects/", OBJECT)):
         if rel.startswith(prefix):
             return text
     return GENERIC
@@ -197,6 +206,8 @@ def write_standins(root: str | os.PathLike) -> Path:
     for rel in TEXTURES:
         png_1x1(root / rel)
     _write_objects(root)
+    # RoboCasaEnv reads this: stand-ins furnish one kitchen, so episodes stay in it
+    (root / STANDIN_MARKER).write_text(json.dumps({"layout": LAYOUT, "style": STYLE}))
     return root
 
 

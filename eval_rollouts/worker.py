@@ -1,14 +1,21 @@
 """An env worker: one process that owns one LIBERO env and answers reset / step requests over a
-pipe. Started with multiprocessing's spawn method, optionally under another Python interpreter
-(`python=`), so a simulator with conflicting dependencies can run beside the policy's."""
+socket. Runs under this interpreter or another one (`python=`), so a simulator with conflicting
+dependencies can run beside the policy's."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
 import traceback
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
 
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]  # on the worker's path: another interpreter need not have us installed
 
 
 @dataclass(frozen=True)
@@ -43,12 +50,42 @@ def dagger_seed(task: int, k: int) -> int:
 LAYOUT_SEEDS = {"random": validation_seed, "dagger": dagger_seed}
 
 
-def _serve(conn, spec: EnvSpec) -> None:
-    from envs.experts import UnsupportedTask, make_expert
+class SetupError(Exception):
+    """The worker's env cannot be made as asked: the parent gets a ValueError, not a retry."""
+
+
+def make_env(spec: EnvSpec, task: int):
+    """The env of a suite's task under this interpreter: LIBERO's, or RoboCasa's kitchen."""
+    from envs.suites import get_suite
+
+    suite = get_suite(spec.suite)
+    if suite.simulator == "robocasa":
+        from envs.robocasa_env import RoboCasaEnv
+
+        return RoboCasaEnv(suite.task(task).name, cameras=spec.cameras, resolution=spec.resolution,
+                           max_steps=spec.max_steps)
     from envs.libero_env import LiberoEnv
+
+    return LiberoEnv(suite, task, cameras=list(spec.cameras), resolution=spec.resolution,
+                     render_quality=spec.render_quality, max_steps=spec.max_steps)
+
+
+def _serve(conn, spec: EnvSpec) -> None:
+    from envs import UnsupportedTask
+    from envs.episodes import make_expert, record_episode
 
     env, task, expert, record = None, None, None, False
     rng, learner_drove = None, False  # DAgger: who drives each chunk; did the learner drive the last one
+
+    def use_task(t: int) -> None:
+        nonlocal env, task
+        if t != task:
+            if env is not None:
+                env.close()
+            try:
+                env, task = make_env(spec, t), t
+            except ValueError as e:  # bad setup (a camera, a task, missing assets): no retry will help
+                raise SetupError(str(e)) from None
 
     def reply(obs, **extra):
         if spec.expert:  # the expert's action for this state travels with the observation
@@ -61,16 +98,10 @@ def _serve(conn, spec: EnvSpec) -> None:
             if cmd == "close":
                 break
             if cmd == "crash":  # for tests: die the way a segfaulting simulator would
-                import os
-
                 os._exit(1)
             if cmd == "reset":
                 t, init, record = arg  # record: send every frame of this episode (for a video)
-                if t != task:
-                    if env is not None:
-                        env.close()
-                    env, task = LiberoEnv(spec.suite, t, cameras=list(spec.cameras), resolution=spec.resolution,
-                                          render_quality=spec.render_quality, max_steps=spec.max_steps), t
+                use_task(t)
                 if spec.layouts in LAYOUT_SEEDS:
                     obs, _ = env.reset(seed=LAYOUT_SEEDS[spec.layouts](t, init))
                 else:
@@ -85,6 +116,16 @@ def _serve(conn, spec: EnvSpec) -> None:
                         expert = None
                 reply(obs, done=False, success=False, steps=0, frames=[obs["images"]] if record else [],
                       instruction=env.instruction)
+            elif cmd == "demo":  # collection: one recorded scripted-expert episode (envs.episodes.record_episode)
+                t, seed, init, noise = arg
+                use_task(t)
+                try:
+                    expert = make_expert(env)
+                except UnsupportedTask as e:
+                    conn.send(("ok", {"unsupported": str(e)}))
+                    continue
+                success, frames = record_episode(env, expert, seed=seed, init_state_index=init, noise=noise)
+                conn.send(("ok", {"success": success, "frames": frames, "instruction": env.instruction}))
             elif cmd == "step":
                 frames, labelled, done, info = [], [], False, {"success": False, "steps": 0}
                 chunk = np.asarray(arg, np.float32).reshape(-1, 7)
@@ -112,6 +153,8 @@ def _serve(conn, spec: EnvSpec) -> None:
                       labelled=labelled)
             else:
                 raise ValueError(f"unknown worker command {cmd!r}")
+        except SetupError as e:
+            conn.send(("invalid", str(e)))
         except Exception:
             conn.send(("error", traceback.format_exc()))
     if env is not None:
@@ -119,26 +162,38 @@ def _serve(conn, spec: EnvSpec) -> None:
 
 
 class EnvWorker:
-    """The parent's handle on a worker process."""
+    """The parent's handle on a worker: `python -m eval_rollouts.worker FD` started as a process of
+    its own (not multiprocessing's spawn, whose child inherits the parent's sys.path and so this
+    venv's packages even under another interpreter), talking over a private socket pair."""
 
     def __init__(self, spec: EnvSpec, python: str | None = None):
-        ctx = mp.get_context("spawn")
-        if python:
-            ctx.set_executable(python)
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, spec), daemon=True)
-        self.process.start()
-        child.close()
+        ours, theirs = socket.socketpair()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        try:
+            self.process = subprocess.Popen([python or sys.executable, "-m", "eval_rollouts.worker", str(theirs.fileno())],
+                                            pass_fds=[theirs.fileno()], env=env)
+        except OSError as e:
+            raise ValueError(f"cannot start an env worker under {python or sys.executable}: {e}") from None
+        finally:
+            theirs.close()
+        self.conn = Connection(ours.detach())
+        self.conn.send(spec)
 
     def send(self, cmd: str, arg=None) -> None:
         self.conn.send((cmd, arg))
 
     def recv(self) -> dict:
-        """The worker's reply; RuntimeError if it failed or died."""
+        """The worker's reply; RuntimeError if it failed or died, ValueError if its env cannot be made."""
         try:
             status, payload = self.conn.recv()
         except (EOFError, ConnectionResetError, BrokenPipeError) as e:
-            raise RuntimeError(f"env worker died (exit code {self.process.exitcode})") from e
+            try:
+                code = self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                code = None
+            raise RuntimeError(f"env worker died (exit code {code})") from e
+        if status == "invalid":
+            raise ValueError(payload)
         if status == "error":
             raise RuntimeError(f"env worker failed:\n{payload}")
         return payload
@@ -148,6 +203,17 @@ class EnvWorker:
             self.conn.send(("close", None))
         except (BrokenPipeError, OSError):
             pass
-        self.process.join(timeout=10)
-        if self.process.is_alive():
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
+        self.conn.close()
+
+
+if __name__ == "__main__":  # the worker's side: serve the parent on the socket it passed down
+    _conn = Connection(int(sys.argv[1]))
+    try:
+        _serve(_conn, _conn.recv())
+    except (EOFError, ConnectionResetError, BrokenPipeError):
+        pass  # the parent went away: nothing left to answer

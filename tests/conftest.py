@@ -16,9 +16,9 @@ def load_config(*overrides):
 def demo_dataset(tmp_path_factory) -> Path:
     """Two scripted-expert episodes of libero_spatial task 0 (real simulator, 64x64 images) as a
     LeRobot v3 dataset: the training data of the policy tests."""
-    from envs.experts import make_expert
+    from envs.episodes import make_expert, record_episode
     from envs.libero_env import LiberoEnv
-    from vla.dataset.collection import dataset_features, record_episode
+    from vla.dataset.collection import dataset_features
     from vla.dataset.format import LeRobotWriter
 
     root = tmp_path_factory.mktemp("demo") / "libero_spatial"

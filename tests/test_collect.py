@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from envs.experts import make_expert
+from envs.episodes import is_noop, make_expert, record_episode
 from envs.libero_env import LiberoEnv
-from vla.dataset.collection import dataset_features, is_noop, record_episode
+from vla.dataset.collection import dataset_features
 from vla.dataset.reader import LeRobotDataset
 from vla.dataset.format import LeRobotWriter
 
@@ -65,7 +65,7 @@ def test_replayed_demonstration_reproduces_its_images_and_success():
     """The pipeline check behind every dataset: from the recorded seed, the recorded actions
     replayed open-loop give the same images (same renderer settings, orientation, resolution as
     evaluation, which builds its env the same way) and the same success."""
-    from envs.experts import run_expert_episode
+    from envs.episodes import run_expert_episode
 
     env = LiberoEnv("libero_spatial", 1, resolution=64)
     success, steps, frames = run_expert_episode(env, seed=11, record=True)
@@ -84,7 +84,7 @@ def test_dart_noise_perturbs_the_arm_but_records_the_experts_clean_actions():
     """noise=0.2 (DART): the executed motion wanders off the noise-free path, the expert corrects
     it and still succeeds, and the recorded labels are the expert's smooth proportional commands,
     not the noisy ones the arm executed."""
-    from envs.experts import run_expert_episode
+    from envs.episodes import run_expert_episode
 
     env = LiberoEnv("libero_spatial", 0, camera_obs=False)
     clean_ok, _, clean = run_expert_episode(env, seed=5, record=True)

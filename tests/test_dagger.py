@@ -8,7 +8,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from envs.experts import make_expert, run_expert_episode
+from envs.episodes import make_expert, run_expert_episode
 from envs.libero_env import LiberoEnv
 from eval_rollouts import engine
 from eval_rollouts.results import ResultsLog

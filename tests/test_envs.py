@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from envs import ground_truth as gt
-from envs.experts import UnsupportedTask, make_expert, run_expert_episode
+from envs import UnsupportedTask
+from envs.episodes import make_expert, run_expert_episode
 from envs.libero_env import LiberoEnv
 from envs.fixture_skills import Door
 from envs.object_skills import PickPlace
@@ -348,7 +349,7 @@ def test_expert_takes_over_with_the_object_in_hand_or_dropped(suite):
 
 
 def test_handover_after_random_actions_succeeds():
-    from envs.experts import run_handover_episode
+    from envs.episodes import run_handover_episode
 
     env = LiberoEnv("libero_spatial", 0, camera_obs=False)
     results = [run_handover_episode(env, init_state_index=i, disturb=kind) for i, kind in ((0, "random"), (1, "interrupt"))]

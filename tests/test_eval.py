@@ -54,7 +54,7 @@ class KillsAWorker(ExpertPolicy):
     def act(self, obs_batch):
         self.calls += 1
         if self.calls == 5:
-            workers = [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
+            workers = [p for p in psutil.Process().children() if "eval_rollouts.worker" in p.cmdline()]
             os.kill(workers[0].pid, signal.SIGKILL)
         return super().act(obs_batch)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from envs.experts import make_expert
+from envs.episodes import make_expert
 from envs.libero_env import LiberoEnv
 from envs.lowpoly import TWIN_SUFFIX, decimate, lowpoly_file, read_mesh
 from envs.suites import libero_root

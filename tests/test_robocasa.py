@@ -94,13 +94,14 @@ if sys.argv[1] == "missing":
     except MissingAssets as e:
         print("missing:", e)
     sys.exit(0)
-env = RoboCasaEnv("PickPlaceCabinetToCounter", resolution=64, layout=LAYOUT, style=STYLE)
+env = RoboCasaEnv("PickPlaceCabinetToCounter", resolution=64)  # the stand-ins' marker pins their kitchen
 scenes = []
-for seed in (3, 3, 4):
+for seed in (3, 3, 4):  # the last one, 4, is the scene the steps below run in
     obs, _ = env.reset(seed=seed)
     scenes.append((env.instruction, env.env.sim.data.qpos.copy()))
 print("same seed, same scene:", scenes[0][0] == scenes[1][0] and np.allclose(scenes[0][1], scenes[1][1]))
 print("other seed, other scene:", scenes[0][0] != scenes[2][0] or not np.allclose(scenes[0][1], scenes[2][1]))
+print("kitchen:", (env.env.layout_id, env.env.style_id) == (LAYOUT, STYLE))
 base, z, opening = env.raw_obs["robot0_base_pos"].copy(), obs["state"][2], obs["state"][6] - obs["state"][7]
 for _ in range(10):
     obs, _, _, truncated, info = env.step([0, 0, 1, 0, 0, 0, 1])  # up, closing the fingers
@@ -108,6 +109,13 @@ print("rose cm:", round(100 * float(obs["state"][2] - z), 1))
 print("base moved mm:", round(1000 * float(np.abs(env.raw_obs["robot0_base_pos"] - base).max()), 2))
 print("fingers closed by cm:", round(100 * float(opening - (obs["state"][6] - obs["state"][7])), 1))
 print("steps, max:", info["steps"], env.max_steps, truncated)
+# the same ten steps again, every one rendered: the last frame is the one seen after nine unrendered
+env.reset(seed=4)
+for k in range(10):
+    unrendered, _, _, _, _ = env.step([0, 0, 1, 0, 0, 0, 1], render=k == 9)
+    assert (unrendered["images"] == {}) == (k < 9)
+same = all(np.array_equal(obs["images"][c], unrendered["images"][c]) for c in env.cameras)
+print("unrendered steps, same last frame:", same)
 try:
     env.step([0, 0, 1])
 except ValueError as e:
@@ -129,6 +137,7 @@ def test_adapter_gives_our_observation_action_and_seeded_scenes(standins, tmp_pa
     assert float(out["base moved mm"]) < 1.0, r.stdout
     assert float(out["fingers closed by cm"]) > 1.0, r.stdout
     assert out["steps, max"] == "10 450 False", r.stdout
+    assert out["kitchen"] == "True" and out["unrendered steps, same last frame"] == "True", r.stdout
     assert "action must be 7 finite numbers" in out["bad action"], r.stdout
     (tmp_path / "empty").mkdir()
     r = subprocess.run([str(ROBOCASA_PYTHON), "-c", ADAPTER, "missing"], capture_output=True, text=True,

@@ -93,7 +93,7 @@ def evaluate(cfg: DictConfig) -> dict:
     log = ResultsLog(out / "episodes.jsonl")
     videos = {(t, k) for t in tasks for k in range(min(cfg.eval.save_videos, cfg.eval.trials_per_task))}
     engine.run(policy, spec, episodes, log, num_envs=num_envs(cfg.eval.num_envs), replan_steps=cfg.eval.replan_steps,
-               video_dir=out / "videos", video_episodes=videos, python=cfg.eval.python)
+               video_dir=out / "videos", video_episodes=videos, python=cfg.eval.python or suite.python)
     wanted = set(episodes)
     summary = summarize([r for r in log.records if (r["task"], r["init"]) in wanted],
                         {t: suite.tasks[t].instruction for t in tasks})

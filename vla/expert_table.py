@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 def _run_task(args):
     suite, task_index, init_indices, handover = args
-    from envs.experts import UnsupportedTask, run_expert_episode, run_handover_episode
+    from envs import UnsupportedTask
+    from envs.episodes import run_expert_episode, run_handover_episode
     from envs.libero_env import LiberoEnv
 
     env = LiberoEnv(suite, task_index, camera_obs=False)

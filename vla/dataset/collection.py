@@ -30,28 +30,6 @@ def dataset_features(cameras: list[str], resolution: int) -> dict:
     return feats
 
 
-def is_noop(action: np.ndarray, prev_action: np.ndarray | None) -> bool:
-    """No motion and no gripper change: OpenVLA drops these from LIBERO demonstrations."""
-    return prev_action is not None and np.linalg.norm(action[:6]) < 1e-4 and action[6] == prev_action[6]
-
-
-def record_episode(env, expert, seed: int, init_state_index: int | None, noise: float = 0.0):
-    """Run the expert once; returns (success, frames dict) with no-op steps removed. noise: DART
-    (run_expert_episode): executed actions are perturbed, the recorded ones are the expert's."""
-    from envs.experts import run_expert_episode
-
-    success, _, steps = run_expert_episode(env, init_state_index, seed, record=True, expert=expert, noise=noise)
-    kept, prev = [], None
-    for obs, action in steps:
-        if not is_noop(action, prev):
-            kept.append((obs, action))
-        prev = action
-    frames = {f"observation.images.{c}": np.stack([o["images"][c] for o, _ in kept]) for c in env.cameras}
-    frames["observation.state"] = np.stack([o["state"] for o, _ in kept])
-    frames["action"] = np.stack([a for _, a in kept]).astype(np.float32)
-    return success, frames
-
-
 class _Attempts:
     """Per-task attempt counters, saved before each attempt so a resumed run never replays a seed."""
 
@@ -70,12 +48,11 @@ class _Attempts:
 
 
 def collect(cfg: DictConfig) -> Path:
-    from envs.libero_env import check_cameras
     from envs.suites import get_suite
 
     suite = get_suite(cfg.suite.name)
     tasks = list(range(len(suite.tasks))) if cfg.tasks is None else [suite.task(t).index for t in cfg.tasks]
-    check_cameras(cfg.cameras)
+    suite.check_cameras(cfg.cameras)
     if cfg.layouts not in ("random", "fixed"):
         raise ValueError(f"layouts must be 'random' or 'fixed', got {cfg.layouts!r}")
     if not 0.0 <= float(cfg.get("noise", 0.0)) <= 1.0:
@@ -122,9 +99,9 @@ def _collect_in_parallel(cfg: DictConfig, tasks: list[int], parts: list[Path], o
 
 
 def _collect_serially(cfg: DictConfig, tasks: list[int]) -> Path:
-    from envs.experts import UnsupportedTask, make_expert
-    from envs.libero_env import LiberoEnv
+    """One env worker (under the suite's interpreter) records the expert's episodes; this process writes them."""
     from envs.suites import get_suite
+    from eval_rollouts.worker import EnvSpec, EnvWorker
 
     suite, out = get_suite(cfg.suite.name), Path(cfg.out)
     noise = float(cfg.get("noise", 0.0))
@@ -132,42 +109,43 @@ def _collect_serially(cfg: DictConfig, tasks: list[int]) -> Path:
     writer = LeRobotWriter(out, fps=suite.control_freq, features=dataset_features(list(cfg.cameras), cfg.resolution),
                            recording=recording)
     attempts = _Attempts(out / "meta" / "vla_collect_attempts.json")
-    have = {t: sum(suite.tasks[t].instruction in e["tasks"] for e in writer.episodes) for t in tasks}
+    have = {t: sum(any(suite.tasks[t].says(i) for i in e["tasks"]) for e in writer.episodes) for t in tasks}
     want = cfg.episodes_per_task
     bar = tqdm(total=len(tasks) * want, initial=sum(min(h, want) for h in have.values()), unit="ep",
                desc=f"collect {suite.name}" + (f" {out.name}" if "bar_position" in cfg else ""),
                position=cfg.get("bar_position", 0))
+    if all(have[t] >= want for t in tasks):
+        bar.close()
+        return out
+    worker = EnvWorker(EnvSpec(suite.name, tuple(cfg.cameras), int(cfg.resolution), cfg.render_quality), suite.python)
     tried = succeeded = 0
     t0 = time.time()
-    for t in tasks:
-        if have[t] >= want:
-            continue
-        env = LiberoEnv(suite, t, cameras=list(cfg.cameras), resolution=cfg.resolution, render_quality=cfg.render_quality)
-        try:
-            expert = make_expert(env)
-        except UnsupportedTask as e:  # a libero_90 goal with no scripted skill: the other tasks still get their demos
-            tqdm.write(f"task {t}: skipped, {e}")
-            bar.update(want - have[t])
-            env.close()
-            continue
-        budget = want * cfg.max_attempts_per_episode
-        while have[t] < want:
-            n = attempts.start(t)
-            if n >= budget:
-                tqdm.write(f"task {t}: gave up after {n} attempts with {have[t]}/{want} successful episodes")
-                break
-            seed = cfg.seed * 1_000_003 + t * 10_007 + n
-            init = None if cfg.layouts == "random" else n % suite.init_states_per_task
-            success, frames = record_episode(env, expert, seed=seed, init_state_index=init, noise=noise)
-            tried += 1
-            if success:
-                succeeded += 1
-                writer.add_episode(frames, task=suite.tasks[t].instruction)
-                have[t] += 1
-                bar.update(1)
-            bar.set_postfix(success=f"{succeeded}/{tried}", eps_per_s=f"{succeeded / (time.time() - t0):.3f}")
-        env.close()
-    bar.close()
+    try:
+        for t in tasks:
+            budget = want * cfg.max_attempts_per_episode
+            while have[t] < want:
+                n = attempts.start(t)
+                if n >= budget:
+                    tqdm.write(f"task {t}: gave up after {n} attempts with {have[t]}/{want} successful episodes")
+                    break
+                seed = cfg.seed * 1_000_003 + t * 10_007 + n
+                init = None if cfg.layouts == "random" else n % suite.init_states_per_task
+                worker.send("demo", (t, seed, init, noise))
+                reply = worker.recv()
+                if "unsupported" in reply:  # a libero_90 goal with no scripted skill: the other tasks still get their demos
+                    tqdm.write(f"task {t}: skipped, {reply['unsupported']}")
+                    bar.update(want - have[t])
+                    break
+                tried += 1
+                if reply["success"]:
+                    succeeded += 1
+                    writer.add_episode(reply["frames"], task=reply["instruction"])
+                    have[t] += 1
+                    bar.update(1)
+                bar.set_postfix(success=f"{succeeded}/{tried}", eps_per_s=f"{succeeded / (time.time() - t0):.3f}")
+    finally:
+        worker.close()
+        bar.close()
     print(f"dataset: {out} ({writer.num_episodes} episodes, {writer.num_frames} frames)")
     return out
 

@@ -39,7 +39,8 @@ class SimArm:
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Float32, Float32MultiArray, String
 
-        from envs.experts import UnsupportedTask, make_expert
+        from envs import UnsupportedTask
+        from envs.episodes import make_expert
         from envs.libero_env import LiberoEnv
 
         self.rospy, self.cfg = rospy, cfg
