@@ -69,7 +69,7 @@ cp -n "$site/robosuite/macros.py" "$site/robosuite/macros_private.py"
 [ -x .venv-robocasa/bin/python ] || "$PY" -m venv .venv-robocasa
 rc_install() { pip_into .venv-robocasa/bin/python constraints-robocasa.txt "$@"; }
 rc_install --no-deps rlinf-robocasa365==1.0.1
-rc_install praxis-robosuite==1.5.2.post1 mujoco numpy gymnasium h5py imageio lxml pyyaml scipy termcolor tqdm opencv-python pillow
+rc_install praxis-robosuite==1.5.2.post1 mujoco numpy gymnasium h5py imageio lxml pyyaml scipy termcolor tqdm opencv-python pillow fast-simplification
 rc_site=$(.venv-robocasa/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 cp -n "$rc_site/robosuite/macros.py" "$rc_site/robosuite/macros_private.py"
 # robosuite's console log at ERROR: every env worker's start otherwise prints a dozen INFO/WARNING lines

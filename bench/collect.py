@@ -12,7 +12,8 @@ import time
 import numpy as np
 
 from envs.episodes import make_expert, record_episode
-from envs.libero_env import RENDER_QUALITIES, LiberoEnv
+from envs.libero_env import LiberoEnv
+from envs.lowpoly import RENDER_QUALITIES
 
 
 def steps_per_second(quality: str, steps: int) -> float:

@@ -6,52 +6,18 @@ state = eef position (3) + eef axis-angle (3) + gripper joint positions (2), LeR
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-
 import gymnasium as gym
 import numpy as np
 
+from .lowpoly import DEFAULT_RENDER, RENDER_QUALITIES, render_xml_processor
 from .robot_state import robot_state
 from .suites import CAMERAS, Suite, get_suite
 
 # OpenVLA's "dummy action" for the wait steps: no motion, gripper open.
 NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)
-
-
-# Render settings, cheapest last. "fast": no reflections, no multi-sampling (~2x "full").
-# "lowpoly": "fast" with every visual mesh above LOWPOLY_MAX_FACES drawn from a decimated copy
-# (envs/lowpoly.py; physics unchanged). A dataset records the setting it was rendered with.
-RENDER_QUALITIES = ("full", "fast", "lowpoly")
-DEFAULT_RENDER = "lowpoly"
-LOWPOLY_MAX_FACES = 2000
 MAX_LAYOUT_ATTEMPTS = 5  # fresh layouts: seeds tried before keeping a scene whose objects were thrown
 
 
-def _render_xml_processor(quality: str):
-    def process(xml: str) -> str:
-        if quality == "lowpoly":
-            from .lowpoly import lowpoly_xml
-
-            xml = lowpoly_xml(xml, LOWPOLY_MAX_FACES)
-        return _no_multisampling(xml)
-
-    return process
-
-
-def _no_multisampling(xml: str) -> str:
-    """Set <visual><quality offsamples="0"/> in a MuJoCo model: no offscreen multi-sampling."""
-    root = ET.fromstring(xml)
-    visual = root.find("visual")
-    if visual is None:
-        visual = ET.SubElement(root, "visual")
-    quality = visual.find("quality")
-    if quality is None:
-        quality = ET.SubElement(visual, "quality")
-    quality.set("offsamples", "0")
-    return ET.tostring(root, encoding="unicode")
-
-
-# The cameras every LIBERO scene defines (read off the MuJoCo models).
 class LiberoEnv(gym.Env):
     """One LIBERO task. `reset(init_state_index=i)` starts from the suite's fixed init state i
     (the evaluation protocol); `init_state_index=None` samples a fresh layout from LIBERO's own
@@ -99,7 +65,7 @@ class LiberoEnv(gym.Env):
         else:
             self._env = ControlEnv(**kwargs, use_camera_obs=False, has_offscreen_renderer=False)
         if render_quality != "full" and camera_obs:
-            self._env.env.set_xml_processor(_render_xml_processor(render_quality))
+            self._env.env.set_xml_processor(render_xml_processor(render_quality))
 
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(7,), dtype=np.float32)
         image = gym.spaces.Box(0, 255, shape=(resolution, resolution, 3), dtype=np.uint8)

@@ -29,6 +29,38 @@ VERSION = 2  # bump when the decimation changes, so stale copies are not reused
 HIDDEN_GROUP = "3"  # MuJoCo renders geom groups 0-2 by default
 TWIN_SUFFIX = "__lowpoly"
 
+# Render settings, cheapest last. "fast": no reflections, no multi-sampling (~2x "full").
+# "lowpoly": "fast" with every visual mesh above LOWPOLY_MAX_FACES drawn from a decimated copy
+# (lowpoly_xml below; physics unchanged). A dataset records the setting it was rendered with.
+RENDER_QUALITIES = ("full", "fast", "lowpoly")
+DEFAULT_RENDER = "lowpoly"
+LOWPOLY_MAX_FACES = 2000
+
+
+def render_xml_processor(quality: str):
+    """The XML processor (robosuite's set_xml_processor) for a render setting, LIBERO's or RoboCasa's."""
+    def process(xml: str) -> str:
+        if quality == "full":
+            return xml
+        if quality == "lowpoly":
+            xml = lowpoly_xml(xml, LOWPOLY_MAX_FACES)
+        return no_multisampling(xml)
+
+    return process
+
+
+def no_multisampling(xml: str) -> str:
+    """Set <visual><quality offsamples="0"/> in a MuJoCo model: no offscreen multi-sampling."""
+    root = ET.fromstring(xml)
+    visual = root.find("visual")
+    if visual is None:
+        visual = ET.SubElement(root, "visual")
+    quality = visual.find("quality")
+    if quality is None:
+        quality = ET.SubElement(visual, "quality")
+    quality.set("offsamples", "0")
+    return ET.tostring(root, encoding="unicode")
+
 
 def cache_dir() -> Path:
     root = Path(os.environ.get("VLA_CACHE", Path.home() / ".cache" / "vla"))

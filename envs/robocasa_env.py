@@ -11,8 +11,10 @@ import json
 import os
 from pathlib import Path
 
+import mujoco
 import numpy as np
 
+from .lowpoly import DEFAULT_RENDER, RENDER_QUALITIES, render_xml_processor
 from .robot_state import robot_state
 from .suites import ROBOCASA_CAMERAS as CAMERAS, ROBOCASA_SUITES
 
@@ -47,7 +49,7 @@ def require_assets() -> Path:
 
 class RoboCasaEnv:
     def __init__(self, task: str, cameras=CAMERAS, resolution: int = 128, max_steps: int | None = None,
-                 layout: int | None = None, style: int | None = None):
+                 layout: int | None = None, style: int | None = None, render_quality: str = DEFAULT_RENDER):
         """layout, style: pin the kitchen (RoboCasa's ids); None: RoboCasa's own choice per episode
         (on stand-in assets: the one kitchen they furnish)."""
         import robocasa  # noqa: F401  (registers the kitchen tasks with robosuite)
@@ -66,6 +68,10 @@ class RoboCasaEnv:
         self.env = create_env(task, camera_names=list(self.cameras), camera_widths=resolution,
                               camera_heights=resolution, layout_ids=layout, style_ids=style)
         self.env.ignore_done = True  # the episode's end is ours: max_steps
+        if render_quality not in RENDER_QUALITIES:
+            raise ValueError(f"render_quality must be one of {RENDER_QUALITIES}, got {render_quality!r}")
+        self.render_quality = render_quality  # as LIBERO's: full is RoboCasa's own, fast and lowpoly cheaper
+        self.env.set_xml_processor(render_xml_processor(render_quality))
         self.raw_obs: dict = {}
         self.steps = 0
         self.resolution = resolution
@@ -86,6 +92,8 @@ class RoboCasaEnv:
         # a video's): rendering is most of a step's cost (bench/robocasa.py). Every reset rebuilds the observables
         for c in self.cameras:
             self.env.modify_observable(f"{c}_image", "enabled", False)
+        if self.render_quality != "full":
+            self.env.sim._render_context_offscreen.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         self.steps = 0
         return self._observation(), {}
 

@@ -25,6 +25,7 @@ NUM_WAIT_STEPS = 10
 INIT_STATES_PER_TASK = 50
 CONTROL_FREQ = 20
 CAMERAS = ("agentview", "robot0_eye_in_hand")
+# the cameras every LIBERO scene defines (read off the MuJoCo models)
 LIBERO_CAMERAS = ("agentview", "robot0_eye_in_hand", "frontview", "birdview", "sideview", "galleryview", "robot0_robotview")
 # RoboCasa suites: (task, its instruction; {object} stands for the episode's object). Horizons are
 # those of RoboCasa's datasets (robocasa.utils.dataset_registry_utils.get_task_horizon)

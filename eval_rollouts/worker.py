@@ -23,7 +23,7 @@ class EnvSpec:
     suite: str
     cameras: tuple[str, ...]
     resolution: int
-    render_quality: str = "lowpoly"  # envs.libero_env.RENDER_QUALITIES
+    render_quality: str = "lowpoly"  # envs.lowpoly.RENDER_QUALITIES
     max_steps: int | None = None  # None: the suite's protocol value
     expert: bool = False  # also send the scripted expert's action with each observation
     # fixed: episode (task, k) starts from the suite's init state k (the evaluation protocol);
@@ -63,7 +63,7 @@ def make_env(spec: EnvSpec, task: int):
         from envs.robocasa_env import RoboCasaEnv
 
         return RoboCasaEnv(suite.task(task).name, cameras=spec.cameras, resolution=spec.resolution,
-                           max_steps=spec.max_steps)
+                           max_steps=spec.max_steps, render_quality=spec.render_quality)
     from envs.libero_env import LiberoEnv
 
     return LiberoEnv(suite, task, cameras=list(spec.cameras), resolution=spec.resolution,

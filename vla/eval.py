@@ -39,7 +39,7 @@ def render_quality(wanted: str, policy) -> str:
     """The simulator's render setting for evaluation: `auto` takes the one the policy's training
     images were rendered with (lowpoly when unknown); an explicit setting that differs warns,
     since a policy sees other pixels than it was trained on."""
-    from envs.libero_env import DEFAULT_RENDER, RENDER_QUALITIES
+    from envs.lowpoly import DEFAULT_RENDER, RENDER_QUALITIES
 
     trained = getattr(getattr(policy, "spec", None), "render_quality", None)
     if wanted == "auto":
