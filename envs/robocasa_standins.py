@@ -24,6 +24,8 @@ import sys
 import zlib
 from pathlib import Path
 
+import numpy as np
+
 from .robocasa_env import STANDIN_MARKER
 
 
@@ -117,9 +119,17 @@ SINK = wrap(f"""        <geom name="basin_bottom" type="box" pos="0 0 -0.2" size
         <geom name="reg_basin" type="box" pos="0 0 -0.15" size="0.3 0.18 0.05" {REG}/>""")
 
 # object stub (objaverse/lightwheel registry): collision box + visual box + reg_bbox
-OBJECT = wrap(f"""        <geom name="col" type="box" pos="0 0 0" size="0.03 0.03 0.04" group="0" rgba="0.8 0.4 0.1 1"/>
-        <geom name="vis" type="box" pos="0 0 0" size="0.03 0.03 0.04" group="1" contype="0" conaffinity="0" rgba="0.8 0.4 0.1 1"/>
-        <geom name="reg_bbox" type="box" pos="0 0 0" size="0.03 0.03 0.04" {REG}/>""")
+def object_xml(half=(0.03, 0.03, 0.04)) -> str:
+    size = " ".join(f"{h:.4f}" for h in half)
+    return wrap(f"""        <geom name="col" type="box" pos="0 0 0" size="{size}" group="0" rgba="0.8 0.4 0.1 1"/>
+        <geom name="vis" type="box" pos="0 0 0" size="{size}" group="1" contype="0" conaffinity="0" rgba="0.8 0.4 0.1 1"/>
+        <geom name="reg_bbox" type="box" pos="0 0 0" size="{size}" {REG}/>""")
+
+
+OBJECT = object_xml()
+# RoboCasa scales each category's model (x0.6 to x2.5): a stand-in is sized to be 5.5 x 5.5 x 8 cm
+# after that scale, graspable like the real ones (a x1.2 6 cm box outgrew the Panda's 7 cm open pads)
+OBJECT_HALF = (0.0275, 0.0275, 0.04)
 
 def _template(rel: str) -> str:
     for prefix, text in (("fixtures/microwaves/", MICROWAVE), ("fixtures/coffee_machines/", COFFEE),
@@ -166,8 +176,11 @@ def _write_objects(root: Path, registries=("objaverse", "lightwheel")) -> int:
                 # auxiliary objects (a saucepan's lid) live one level below their base model
                 auxiliary = info.get("is_auxiliary_obj", meta.get("is_auxiliary_obj", False))
                 model = f"objects/{folder}/stub_{category}" + ("/aux" if auxiliary else "")
-                _write_model(root, f"{model}/model.xml")
-                (root / model / "model_upright.xml").write_text(OBJECT)
+                scale = np.broadcast_to(np.asarray(info.get("scale", 1.0), float), (3,))
+                text = object_xml(np.asarray(OBJECT_HALF) / scale)
+                (root / model).mkdir(parents=True, exist_ok=True)
+                for name in ("model.xml", "model_upright.xml"):
+                    (root / model / name).write_text(text)
                 count += 1
     return count
 

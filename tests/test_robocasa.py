@@ -3,13 +3,17 @@ share a venv with LIBERO's robosuite 1.4, so RoboCasa's env workers will run und
 interpreter. Its `robosuite` module must be praxis-robosuite's: PyPI's robosuite 1.5.2 (which
 rlinf-robocasa365 asks for) fails inside the kitchen with `load_model_on_init`."""
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from envs.robocasa_env import TASKS  # importable here: robocasa itself is imported only when an env is made
+from envs.suites import get_suite
+from vla.dataset.reader import LeRobotDataset
 
 REPO = Path(__file__).resolve().parents[1]
 ROBOCASA_PYTHON = REPO / ".venv-robocasa" / "bin" / "python"
@@ -144,3 +148,90 @@ def test_adapter_gives_our_observation_action_and_seeded_scenes(standins, tmp_pa
                        timeout=300, cwd=REPO, env={**os.environ, "ROBOCASA_ASSETS_PATH": str(tmp_path / "empty")})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "ROBOCASA_ASSETS_PATH" in r.stdout and "robocasa-download-assets" in r.stdout, r.stdout
+
+
+EXPERT_SEEDS = {"TurnOffMicrowave": (0, 1, 2), "StartCoffeeMachine": (0, 1, 2), "PickPlaceCabinetToCounter": (0, 7)}
+EXPERT = """
+import sys
+import numpy as np
+from envs.robocasa_env import RoboCasaEnv
+from envs import UnsupportedTask
+from envs.episodes import make_expert, run_expert_episode
+
+task, seeds = sys.argv[1], [int(s) for s in sys.argv[2:]]
+env = RoboCasaEnv(task, cameras=())  # physics only
+for seed in seeds:
+    success, steps, _ = run_expert_episode(env, seed=seed)
+    print("expert", seed, success, steps, env.max_steps)
+env.reset(seed=seeds[0])
+success = False
+for _ in range(60):  # the arm held still, the gripper open: nothing happens
+    _, _, _, _, info = env.step(np.array([0, 0, 0, 0, 0, 0, -1.0]), render=False)
+    success = success or info["success"]
+print("idle", success)
+env.task = "OpenDrawer"
+try:
+    make_expert(env)
+except UnsupportedTask as e:
+    print("unsupported", e)
+"""
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_expert_solves_the_task_and_doing_nothing_does_not(task, standins):
+    """envs.robocasa_experts on the stand-in kitchen, from a few seeds each, within the horizon; 60
+    steps of an arm held still solve nothing (so the check can fail); a task without an expert is named."""
+    env = {**os.environ, "ROBOCASA_ASSETS_PATH": str(standins)}
+    r = subprocess.run([str(ROBOCASA_PYTHON), "-c", EXPERT, task, *map(str, EXPERT_SEEDS[task])], capture_output=True,
+                       text=True, timeout=600, cwd=REPO, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    runs = [line.split() for line in lines if line.startswith("expert ")]
+    assert len(runs) == len(EXPERT_SEEDS[task]), r.stdout
+    for _, seed, success, steps, horizon in runs:
+        assert success == "True" and int(steps) <= int(horizon), (task, seed, r.stdout)
+    assert "idle False" in lines, r.stdout
+    assert any(line.startswith("unsupported ") and "OpenDrawer" in line for line in lines), r.stdout
+
+
+def run_cli(module: str, *args, assets) -> subprocess.CompletedProcess:
+    """One of our commands, from this interpreter (which has no robocasa: the env workers run under RoboCasa's)."""
+    env = {**os.environ, "ROBOCASA_ASSETS_PATH": str(assets)}
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=900,
+                          cwd=REPO, env=env)
+
+
+def test_robocasa_suite_collects_and_evaluates_the_expert_through_our_commands(standins, tmp_path):
+    """suite=robocasa through vla.collect and vla.eval unchanged: the scripted expert's demonstrations
+    become a LeRobot v3 dataset with the three cameras and each episode's own instruction, and the
+    batched engine's env workers (started under .venv-robocasa) score the expert on every task."""
+    r = run_cli("vla.collect", "suite=robocasa", "episodes_per_task=1", "resolution=64", f"out={tmp_path / 'demos'}",
+                assets=standins)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = LeRobotDataset(tmp_path / "demos")
+    suite = get_suite("robocasa")
+    assert len(data.episodes) == len(suite.tasks)
+    assert data.cameras == list(suite.cameras)
+    for task in suite.tasks:  # each episode's instruction is its task's (the object named where the task has one)
+        assert sum(task.says(t) for t in data.tasks) == 1, (task.instruction, data.tasks)
+    sample = data[0]
+    assert all(img.shape[:2] == (64, 64) for img in sample["images"].values())
+
+    out = tmp_path / "eval"
+    r = run_cli("vla.eval", "suite=robocasa", "eval.policy=scripted", "eval.trials_per_task=2", "eval.num_envs=2",
+                "suite.resolution=64", "eval.save_videos=1", f"eval.out={out}", assets=standins)
+    assert r.returncode == 0, r.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert sorted((e["task"], e["init"]) for e in records) == [(t, k) for t in range(3) for k in range(2)]
+    assert all(e["success"] and "error" not in e for e in records), records
+    assert len(list((out / "videos").glob("*_success.mp4"))) == 3
+
+
+def test_robocasa_commands_without_assets_fail_at_once_naming_the_variable(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for module, args in (("vla.eval", ["eval.policy=random", f"eval.out={tmp_path / 'eval'}"]),
+                         ("vla.collect", [f"out={tmp_path / 'demos'}"])):
+        r = run_cli(module, "suite=robocasa", *args, assets=tmp_path / "empty")
+        assert r.returncode != 0, r.stdout[-2000:]
+        assert "ROBOCASA_ASSETS_PATH" in r.stderr and "robocasa-download-assets" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "eval" / "episodes.jsonl").exists() or not (tmp_path / "eval" / "episodes.jsonl").read_text()

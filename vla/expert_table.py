@@ -45,6 +45,9 @@ def expert_table(cfg: DictConfig) -> str:
     if trials < 1 or workers < 1:
         raise ValueError(f"trials_per_task and workers must be >= 1, got {trials} and {workers}")
     s = get_suite(suite)
+    if s.simulator != "libero":
+        raise ValueError(f"the expert table runs LIBERO suites in this interpreter; for {suite} run "
+                         f"`python -m vla.eval suite={suite} eval.policy=scripted` (its env workers run under RoboCasa's)")
     tasks = list(range(len(s.tasks))) if cfg.tasks is None else [int(t) for t in cfg.tasks]
     bad = [t for t in tasks if not 0 <= t < len(s.tasks)]
     if bad:
