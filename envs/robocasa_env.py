@@ -89,7 +89,7 @@ class RoboCasaEnv:
             self.env.rng = np.random.default_rng(seed)  # every draw of the kitchen's reset reads it
         self.raw_obs = self.env.reset()
         # images are rendered by _observation, only for the steps someone looks at (a chunk's last,
-        # a video's): rendering is most of a step's cost (bench/robocasa.py). Every reset rebuilds the observables
+        # a video's): rendering is most of a step's cost (bench/robocasa_cost.py). Every reset rebuilds the observables
         for c in self.cameras:
             self.env.modify_observable(f"{c}_image", "enabled", False)
         if self.render_quality != "full":
