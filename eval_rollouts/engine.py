@@ -5,9 +5,9 @@ episode retried once; every finished episode is logged before the next one start
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
-from multiprocessing.connection import wait
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,18 @@ from policies.transforms import stack_observations
 from .results import ResultsLog
 from .videos import write_video
 from .worker import EnvSpec, EnvWorker
+
+
+def start_worker(spec: EnvSpec, python: str | None = None, backend: str = "local", ray_address: str | None = None):
+    """An env worker: a process here (backend local) or a Ray actor on some node of a cluster
+    (backend ray, eval_rollouts.ray_workers); both answer send / poll / recv / close alike."""
+    if backend == "ray":
+        from .ray_workers import RayEnvWorker
+
+        return RayEnvWorker(spec, python, ray_address)
+    if backend != "local":
+        raise ValueError(f"backend must be local or ray, not {backend!r}")
+    return EnvWorker(spec, python)
 
 
 class ExpertPolicy:
@@ -35,9 +47,11 @@ class ExpertPolicy:
 
 def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog, num_envs: int = 4,
         replan_steps: int | None = None, video_dir: Path | None = None, video_episodes: set = frozenset(),
-        python: str | None = None, instructions: dict | None = None, on_episode=None) -> list[dict]:
+        python: str | None = None, instructions: dict | None = None, on_episode=None, backend: str = "local",
+        ray_address: str | None = None) -> list[dict]:
     """Run the episodes not yet in `log`. on_episode(record, labelled): called after each
-    episode's record is logged, with its labelled steps (spec.label: DAgger's relabelling)."""
+    episode's record is logged, with its labelled steps (spec.label: DAgger's relabelling).
+    backend: local worker processes, or ray actors on the cluster at ray_address (eval_rollouts.ray_workers)."""
     todo = deque(e for e in episodes if e not in log.done)
     bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), unit="ep",
                desc=f"{'label' if spec.label else 'eval'} {spec.suite}")
@@ -45,7 +59,8 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
         bar.close()
         return log.records
     record = bool(video_episodes) and video_dir is not None
-    workers = [EnvWorker(spec, python) for _ in range(min(num_envs, len(todo)))]
+    new_worker = functools.partial(start_worker, spec, python, backend, ray_address)
+    workers = [new_worker() for _ in range(min(num_envs, len(todo)))]
     state: dict[int, dict] = {}  # worker index -> its episode: key, tries, latest reply, frames, start time
     t0, done_now = time.time(), 0
     policy.reset()
@@ -67,6 +82,8 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
                "seconds": round(time.time() - s["t"], 2)}
         if s["tries"]:
             rec["retried"] = True
+        if s.get("node"):
+            rec["node"] = s["node"]
         if error:
             rec["error"] = error
         if record and s["key"] in video_episodes and s["frames"]:
@@ -89,7 +106,7 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
             reply = workers[i].recv()
         except RuntimeError as e:  # dead or failed: a fresh worker, and one more try for the episode
             workers[i].close()
-            workers[i] = EnvWorker(spec, python)
+            workers[i] = new_worker()
             s = state[i]
             if s["tries"] == 0:
                 tqdm.write(f"worker {i} failed on task {s['key'][0]} init {s['key'][1]}; retrying once")
@@ -103,6 +120,8 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
         s["labelled"] += reply.pop("labelled", [])
         if "instruction" in reply:
             s["instruction"] = reply["instruction"]
+        if "node" in reply:
+            s["node"] = reply.pop("node")
         if reply["done"]:
             finish(i, reply["success"], reply["steps"])
         else:
@@ -118,9 +137,9 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
                 receive(i)
             resetting = [i for i, s in state.items() if s["pending"] == "reset"]
             if resetting and not any(s["reply"] is not None for s in state.values()):
-                wait([workers[i].conn for i in resetting])
+                type(workers[resetting[0]]).wait([workers[i] for i in resetting])
             for i in resetting:
-                if i in state and state[i]["pending"] == "reset" and workers[i].conn.poll():
+                if i in state and state[i]["pending"] == "reset" and workers[i].poll():
                     receive(i)
             live = [i for i, s in state.items() if s["reply"] is not None]
             if not live:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import traceback
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +181,16 @@ class EnvWorker:
 
     def send(self, cmd: str, arg=None) -> None:
         self.conn.send((cmd, arg))
+
+    def poll(self) -> bool:
+        """Whether a reply is waiting."""
+        return self.conn.poll()
+
+    @staticmethod
+    def wait(workers: list[EnvWorker]) -> list[EnvWorker]:
+        """Block until at least one of `workers` has a reply; the ones that have."""
+        ready = wait([w.conn for w in workers])
+        return [w for w in workers if w.conn in ready]
 
     def recv(self) -> dict:
         """The worker's reply; RuntimeError if it failed or died, ValueError if its env cannot be made."""

@@ -52,9 +52,17 @@ def render_quality(wanted: str, policy) -> str:
     return wanted
 
 
-def num_envs(setting) -> int:
+def num_envs(setting, backend: str = "local", ray_address: str | None = None) -> int:
     """eval.num_envs: a number, or auto = the cores this process may use (bench/eval.py: on 2
-    cores, 2 workers beat 4 and 8, which only share the cores and pay for their scene builds)."""
+    cores, 2 workers beat 4 and 8, which only share the cores and pay for their scene builds);
+    with backend=ray, the CPUs of the whole cluster."""
+    if setting == "auto" and backend == "ray":
+        import ray
+
+        from eval_rollouts.ray_workers import connect
+
+        connect(ray_address)
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
     if setting == "auto":
         import os
 
@@ -92,8 +100,10 @@ def evaluate(cfg: DictConfig) -> dict:
                    cfg.eval.max_steps, expert=cfg.eval.policy == "scripted", layouts=cfg.eval.layouts)
     log = ResultsLog(out / "episodes.jsonl")
     videos = {(t, k) for t in tasks for k in range(min(cfg.eval.save_videos, cfg.eval.trials_per_task))}
-    engine.run(policy, spec, episodes, log, num_envs=num_envs(cfg.eval.num_envs), replan_steps=cfg.eval.replan_steps,
-               video_dir=out / "videos", video_episodes=videos, python=cfg.eval.python or suite.python)
+    backend, address = cfg.eval.get("backend", "local"), cfg.eval.get("ray_address")
+    engine.run(policy, spec, episodes, log, num_envs=num_envs(cfg.eval.num_envs, backend, address),
+               replan_steps=cfg.eval.replan_steps, video_dir=out / "videos", video_episodes=videos,
+               python=cfg.eval.python or suite.python, backend=backend, ray_address=address)
     wanted = set(episodes)
     summary = summarize([r for r in log.records if (r["task"], r["init"]) in wanted],
                         {t: suite.tasks[t].instruction for t in tasks})

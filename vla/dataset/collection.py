@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from pathlib import Path
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -57,51 +57,16 @@ def collect(cfg: DictConfig) -> Path:
         raise ValueError(f"layouts must be 'random' or 'fixed', got {cfg.layouts!r}")
     if not 0.0 <= float(cfg.get("noise", 0.0)) <= 1.0:
         raise ValueError(f"noise must be a standard deviation in 0..1 (action units), got {cfg.noise!r}")
-    workers = min(int(cfg.get("workers", 1)), len(tasks))
-    out = Path(cfg.out)
-    parts = [out.with_name(f"{out.name}.part{k}") for k in range(workers)]
-    if workers > 1 and (not out.exists() or parts[0].exists()):
-        return _collect_in_parallel(cfg, tasks, parts, out)
-    return _collect_serially(cfg, tasks)
+    return _collect(cfg, tasks)
 
 
-def _collect_part(container: dict) -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    cfg = OmegaConf.create(container)
-    _collect_serially(cfg, list(cfg.tasks))
-
-
-def _collect_in_parallel(cfg: DictConfig, tasks: list[int], parts: list[Path], out: Path) -> Path:
-    """Tasks dealt round-robin to one process per part folder (each resumable on its own; a
-    task's seeds do not depend on the split, so the episodes are those of a serial run), then
-    merged into `out` in part order once every part is complete, and the parts removed."""
-    import multiprocessing as mp
-    import shutil
-
-    ctx = mp.get_context("spawn")
-    procs = []
-    for k, part in enumerate(parts):
-        sub = OmegaConf.to_container(cfg, resolve=True)
-        sub.update(tasks=tasks[k::len(parts)], out=str(part), workers=1, bar_position=k)
-        procs.append(ctx.Process(target=_collect_part, args=(sub,)))
-        procs[-1].start()
-    for p in procs:
-        p.join()
-    failed = [str(part) for p, part in zip(procs, parts) if p.exitcode != 0]
-    if failed:
-        raise RuntimeError(f"collection failed in {failed}; rerun the same command to resume")
-    merge_datasets(parts, out)
-    for part in parts:
-        shutil.rmtree(part)
-    return out
-
-
-def _collect_serially(cfg: DictConfig, tasks: list[int]) -> Path:
-    """One env worker (under the suite's interpreter) records the expert's episodes; this process writes them."""
+def _collect(cfg: DictConfig, tasks: list[int]) -> Path:
+    """`workers` env workers (local processes, or Ray actors with backend=ray), each recording one
+    task's attempts at a time, in order (so a task's seeds, and episodes, are those of a serial
+    run); this process writes every successful episode as it comes (one writer, resumable)."""
     from envs.suites import get_suite
-    from eval_rollouts.worker import EnvSpec, EnvWorker
+    from eval_rollouts.engine import start_worker
+    from eval_rollouts.worker import EnvSpec
 
     suite, out = get_suite(cfg.suite.name), Path(cfg.out)
     noise = float(cfg.get("noise", 0.0))
@@ -110,32 +75,47 @@ def _collect_serially(cfg: DictConfig, tasks: list[int]) -> Path:
                            recording=recording)
     attempts = _Attempts(out / "meta" / "vla_collect_attempts.json")
     have = {t: sum(any(suite.tasks[t].says(i) for i in e["tasks"]) for e in writer.episodes) for t in tasks}
-    want = cfg.episodes_per_task
+    want, budget = cfg.episodes_per_task, cfg.episodes_per_task * cfg.max_attempts_per_episode
+    todo = deque(t for t in tasks if have[t] < want)
     bar = tqdm(total=len(tasks) * want, initial=sum(min(h, want) for h in have.values()), unit="ep",
-               desc=f"collect {suite.name}" + (f" {out.name}" if "bar_position" in cfg else ""),
-               position=cfg.get("bar_position", 0))
-    if all(have[t] >= want for t in tasks):
-        bar.close()
-        return out
-    worker = EnvWorker(EnvSpec(suite.name, tuple(cfg.cameras), int(cfg.resolution), cfg.render_quality), suite.python)
+               desc=f"collect {suite.name}")
+    spec = EnvSpec(suite.name, tuple(cfg.cameras), int(cfg.resolution), cfg.render_quality)
+    workers = [start_worker(spec, suite.python, cfg.get("backend", "local"), cfg.get("ray_address"))
+               for _ in range(min(int(cfg.get("workers", 1)), len(todo)))]
+    busy: dict[int, int] = {}  # worker index -> the task it is recording
     tried = succeeded = 0
     t0 = time.time()
+
+    def attempt(i: int, t: int) -> bool:
+        """Send worker i task t's next attempt; False when t has its episodes or ran out of attempts."""
+        if have[t] >= want:
+            return False
+        n = attempts.start(t)
+        if n >= budget:
+            tqdm.write(f"task {t}: gave up after {n} attempts with {have[t]}/{want} successful episodes")
+            return False
+        init = None if cfg.layouts == "random" else n % suite.init_states_per_task
+        workers[i].send("demo", (t, cfg.seed * 1_000_003 + t * 10_007 + n, init, noise))
+        busy[i] = t
+        return True
+
+    def next_task(i: int) -> None:
+        busy.pop(i, None)
+        while todo and not attempt(i, todo.popleft()):
+            pass
+
     try:
-        for t in tasks:
-            budget = want * cfg.max_attempts_per_episode
-            while have[t] < want:
-                n = attempts.start(t)
-                if n >= budget:
-                    tqdm.write(f"task {t}: gave up after {n} attempts with {have[t]}/{want} successful episodes")
-                    break
-                seed = cfg.seed * 1_000_003 + t * 10_007 + n
-                init = None if cfg.layouts == "random" else n % suite.init_states_per_task
-                worker.send("demo", (t, seed, init, noise))
-                reply = worker.recv()
+        for i in range(len(workers)):
+            next_task(i)
+        while busy:
+            for w in type(workers[0]).wait([workers[i] for i in busy]):
+                i = workers.index(w)
+                t, reply = busy[i], w.recv()
                 if "unsupported" in reply:  # a libero_90 goal with no scripted skill: the other tasks still get their demos
                     tqdm.write(f"task {t}: skipped, {reply['unsupported']}")
                     bar.update(want - have[t])
-                    break
+                    next_task(i)
+                    continue
                 tried += 1
                 if reply["success"]:
                     succeeded += 1
@@ -143,8 +123,11 @@ def _collect_serially(cfg: DictConfig, tasks: list[int]) -> Path:
                     have[t] += 1
                     bar.update(1)
                 bar.set_postfix(success=f"{succeeded}/{tried}", eps_per_s=f"{succeeded / (time.time() - t0):.3f}")
+                if not attempt(i, t):
+                    next_task(i)
     finally:
-        worker.close()
+        for w in workers:
+            w.close()
         bar.close()
     print(f"dataset: {out} ({writer.num_episodes} episodes, {writer.num_frames} frames)")
     return out

@@ -36,11 +36,13 @@ def step_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     return perm[k * batch_size:(k + 1) * batch_size].tolist()
 
 
-def batch_indices(n: int, batch_size: int, seed: int, start_step: int):
-    """step_indices for start_step, start_step + 1, ..."""
+def batch_indices(n: int, batch_size: int, seed: int, start_step: int, rank: int = 0, world: int = 1):
+    """This process's share of step_indices for start_step, start_step + 1, ...: with `world`
+    processes (accelerate launch) a step's batch is world x batch_size samples, process `rank`
+    takes its slice, so the processes learn from different samples and a resumed run from the same."""
     step = start_step
     while True:
-        yield step_indices(n, batch_size, seed, step)
+        yield step_indices(n, batch_size * world, seed, step)[rank * batch_size:(rank + 1) * batch_size]
         step += 1
 
 
@@ -188,10 +190,13 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
         kept = [l for l in log.read_text().splitlines() if l and json.loads(l)["step"] <= start]
         log.write_text("".join(l + "\n" for l in kept))
     n_trainable = sum(p.numel() for p in params)
-    print(f"stage {cfg.stage}: {cfg.model.family} {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
-          f"({n_trainable / 1e6:.1f}M trained), {stage.summary}")
+    if accelerator.is_main_process:
+        print(f"stage {cfg.stage}: {cfg.model.family} {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
+              f"({n_trainable / 1e6:.1f}M trained), {stage.summary}"
+              + (f"; on {accelerator.num_processes} processes" if accelerator.num_processes > 1 else ""))
     loader = torch.utils.data.DataLoader(
-        stage.dataset, batch_sampler=batch_indices(len(stage.dataset), cfg.train.batch_size, cfg.seed, start),
+        stage.dataset, batch_sampler=batch_indices(len(stage.dataset), cfg.train.batch_size, cfg.seed, start,
+                                                   accelerator.process_index, accelerator.num_processes),
         collate_fn=stage.collate, num_workers=cfg.train.num_workers)
     model, optimizer = accelerator.prepare(model, optimizer)
     tb = SummaryWriter(str(out / "tb")) if accelerator.is_main_process else None
@@ -248,7 +253,7 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
         bar.update(1)
         if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.max_steps:
             l, a = np.mean(window["loss"]), np.mean(window["accuracy"])
-            sps = len(window["loss"]) * cfg.train.batch_size / max(t_step, 1e-9)
+            sps = len(window["loss"]) * cfg.train.batch_size * accelerator.num_processes / max(t_step, 1e-9)
             bar.set_postfix(loss=f"{l:.4f}", acc=f"{a:.3f}", samples_s=f"{sps:.1f}", data=f"{t_data / max(t_step, 1e-9):.0%}")
             if tb:
                 tb.add_scalar("train/loss", l, step + 1)
