@@ -168,6 +168,7 @@ def test_client_reconnects_after_a_server_restart(server):
     (["vla.serve", "policy=checkpoint"], "needs a checkpoint folder"),
     (["vla.serve", "policy=checkpoint", "checkpoint=/nonexistent/ckpt"], "/nonexistent/ckpt"),
     (["vla.serve", "policy=magic"], "policy must be checkpoint, scripted or random, not 'magic'"),
+    (["vla.serve", "policy=random", "obs_map=openpi_aloha"], "obs_map must be one of ['openpi_libero'] or null, not 'openpi_aloha'"),
     (["vla.ros_bridge", "config=/nonexistent/robot.yaml"], "cannot read config=/nonexistent/robot.yaml"),
     (["vla.ros_bridge"], "instruction= is required"),
 ])
@@ -209,3 +210,54 @@ def test_bridge_stops_when_the_server_is_too_slow_and_resumes_after(server):
         bridge.update(name, bridge.parts[name][0])
     bridge.tick()
     assert not sent[-1].is_stop and sent[-1].translation[0] == pytest.approx(0.005)
+
+
+def openpi_observation(obs: dict) -> dict:
+    """`obs` as openpi's LIBERO example client sends it: flat keys, images turned 180 degrees from
+    the raw render (ours are only flipped upside down, so theirs are ours mirrored), float64 state."""
+    return {"observation/image": np.ascontiguousarray(obs["images"]["agentview"][:, ::-1]),
+            "observation/wrist_image": np.ascontiguousarray(obs["images"]["robot0_eye_in_hand"][:, ::-1]),
+            "observation/state": obs["state"].astype(np.float64), "prompt": obs["instruction"]}
+
+
+def test_openpi_client_gets_the_actions_our_client_gets(server):
+    """The real openpi-client (PyPI) against our server with obs_map=openpi_libero: metadata, and for
+    the same observation the same actions our own client gets; our client is still answered in our
+    encoding on the same server; openpi's "Api-Key" header passes the API key check."""
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    s, url = server(VLAPolicy(tiny_model(head="parallel", chunk_size=4)), obs_map="openpi_libero", api_key="k")
+    obs = observation(seed=3)
+    with PolicyClient(url, api_key="k") as client:
+        ours = client.act(obs)
+    theirs = WebsocketClientPolicy("127.0.0.1", s.port, api_key="k")
+    assert theirs.get_server_metadata()["cameras"] == CAMERAS
+    answer = theirs.infer(openpi_observation(obs))
+    assert answer["actions"].dtype == np.float32 and answer["actions"].shape == (4, 7)
+    np.testing.assert_array_equal(answer["actions"], ours)
+    other = theirs.infer(openpi_observation(observation(seed=4)))["actions"]
+    assert not np.array_equal(other, ours)  # the answer follows the observation
+
+
+def test_openpi_client_gets_our_clean_errors(server):
+    """Malformed openpi-style frames get the messages ours get, as the text frames openpi's client
+    raises on; its connection stays usable; refused dtypes never reach numpy."""
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    s, _ = server(obs_map="openpi_libero")
+    client = WebsocketClientPolicy("127.0.0.1", s.port)
+    good = openpi_observation(observation())
+    bad = {
+        "no prompt": ({k: v for k, v in good.items() if k != "prompt"}, "lacks \\['prompt'\\]"),
+        "float image": (dict(good, **{"observation/image": good["observation/image"].astype(np.float32)}), "uint8"),
+        "short state": (dict(good, **{"observation/state": np.zeros(3)}), "state must be 8 numbers"),
+    }
+    for name, (msg, error) in bad.items():
+        with pytest.raises(RuntimeError, match=error):
+            client.infer(msg)
+    forged = msgpack.packb({b"__ndarray__": True, b"data": b"x" * 8, b"dtype": "|O", b"shape": [1]})
+    client._ws.send(forged)
+    assert "not allowed" in client._ws.recv(timeout=5)
+    client._ws.send(msgpack.packb({b"__ndarray__": True, b"data": b"x" * 7, b"dtype": "<f4", b"shape": [2]}))
+    assert "does not match" in client._ws.recv(timeout=5)
+    assert client.infer(good)["actions"].shape == (8, 7)  # same connection, still served

@@ -7,6 +7,10 @@ Protocol (binary msgpack frames, numpy arrays as typed byte buffers, never pickl
   "instruction": str, optional "id"}; the server answers {"type": "actions", "actions":
   float32[H, 7], "timing": {queue_ms, infer_ms, total_ms, batch_size}, "id"};
 - a bad frame gets {"type": "error", "error": "..."} and the connection stays open.
+openpi clients (openpi-client's WebsocketClientPolicy) are served too: their array encoding is read
+(vla.deploy.wire) and each answer goes back in the encoding the connection spoke, {"actions": ...}
+as they read it, errors as text frames as openpi's server sends them; with `obs_map` (OBS_MAPS) an
+openpi observation's flat keys become ours.
 Requests from concurrent clients that arrive within `batch_wait_ms` share one policy call.
 HTTP GET /healthz answers 200 without a key; with `api_key` set (or $VLA_API_KEY) the websocket
 handshake needs `Authorization: Bearer <key>` and is refused with 401 otherwise.
@@ -26,10 +30,19 @@ from omegaconf import DictConfig
 
 from policies.transforms import camera_images, stack_observations
 
-from .wire import WireError, pack, unpack
+from .wire import WireError, pack, unpack_with_encoding
 
 log = logging.getLogger("vla.serve")
 STATE_DIM, ACTION_DIM = 8, 7
+# obs_map presets: an openpi client's flat observation keys -> our images by camera, state, instruction
+OBS_MAPS = {
+    "openpi_libero": {  # openpi's LIBERO example client (examples/libero/main.py)
+        "images": {"agentview": "observation/image", "robot0_eye_in_hand": "observation/wrist_image"},
+        "state": "observation/state", "instruction": "prompt",
+        # it turns the raw render 180 degrees, we only flip it upside down: its images are ours mirrored
+        "mirrored": True,
+    },
+}
 
 
 class RequestError(ValueError):
@@ -39,10 +52,13 @@ class RequestError(ValueError):
 class PolicyServer:
     def __init__(self, policy, cameras: list[str], resolution: int, chunk_size: int, *, name: str = "policy",
                  api_key: str | None = None, max_batch: int = 8, batch_wait_ms: float = 2.0,
-                 max_message_bytes: int = 16 << 20):
+                 max_message_bytes: int = 16 << 20, obs_map: str | None = None):
         self.policy, self.cameras, self.resolution = policy, list(cameras), int(resolution)
         self.api_key, self.max_batch, self.batch_wait = api_key or None, int(max_batch), batch_wait_ms / 1000
         self.max_message_bytes = int(max_message_bytes)
+        if obs_map is not None and obs_map not in OBS_MAPS:
+            raise ValueError(f"obs_map must be one of {sorted(OBS_MAPS)} or null, not {obs_map!r}")
+        self.obs_map = OBS_MAPS.get(obs_map)
         self.metadata = {"type": "metadata", "policy": name, "cameras": self.cameras,
                          "image_size": [self.resolution, self.resolution], "image_dtype": "uint8 [H, W, 3], upright",
                          "state_dim": STATE_DIM, "state_layout": "eef position (3), eef axis-angle (3), gripper qpos (2)",
@@ -56,13 +72,30 @@ class PolicyServer:
         self.port: int | None = None
 
     # -- requests ---------------------------------------------------------------------------
+    def _mapped(self, msg: dict) -> dict:
+        """An openpi client's flat observation as ours, through the server's obs_map."""
+        m = self.obs_map
+        wanted = [*m["images"].values(), m["state"], m["instruction"]]
+        missing = [k for k in wanted if k not in msg]
+        if missing:
+            raise RequestError(f"observation lacks {missing} (obs_map expects {wanted})")
+        images = {}
+        for camera, key in m["images"].items():
+            img = np.asarray(msg[key])
+            images[camera] = np.ascontiguousarray(img[:, ::-1]) if m["mirrored"] and img.ndim == 3 else img
+        return {"images": images, "state": msg[m["state"]], "instruction": msg[m["instruction"]]}
+
     def _observation(self, msg) -> dict:
         """Checks one observation and brings its images to the policy's resolution."""
         if not isinstance(msg, dict):
             raise RequestError("a request must be a map with images, state and instruction")
+        if self.obs_map is not None and "images" not in msg:
+            msg = self._mapped(msg)
         missing = [k for k in ("images", "state", "instruction") if k not in msg]
         if missing:
-            raise RequestError(f"observation lacks {missing}")
+            hint = " (an openpi client? serve with obs_map=openpi_libero)" if "prompt" in msg or any(
+                "/" in str(k) for k in msg) else ""
+            raise RequestError(f"observation lacks {missing}{hint}")
         if not isinstance(msg["instruction"], str) or not msg["instruction"].strip():
             raise RequestError("instruction must be a non-empty string")
         if not isinstance(msg["images"], dict):
@@ -127,6 +160,7 @@ class PolicyServer:
 
     async def _session(self, ws) -> None:
         await ws.send(pack(self.metadata))
+        encoding = "vla"  # the connection's: openpi once its client has sent openpi's arrays
         async for frame in ws:
             t_in = time.perf_counter()
             req_id = None
@@ -134,7 +168,8 @@ class PolicyServer:
                 if len(frame) > self.max_message_bytes:
                     raise RequestError(f"message of {len(frame)} bytes exceeds the server's limit of "
                                        f"{self.max_message_bytes} bytes")
-                msg = unpack(frame)
+                msg, spoken = unpack_with_encoding(frame)
+                encoding = "openpi" if spoken == "openpi" else encoding
                 req_id = msg.get("id") if isinstance(msg, dict) else None
                 fut = asyncio.get_running_loop().create_future()
                 await self._queue.put((self._observation(msg), fut, t_in))
@@ -143,18 +178,22 @@ class PolicyServer:
                 reply = {"type": "actions", "actions": actions, "timing": timing}
             except (WireError, RequestError, RuntimeError) as e:
                 log.warning("rejected a request from %s: %s", ws.remote_address, e)
+                if encoding == "openpi":  # openpi's client raises on a text frame with the message
+                    await ws.send(str(e))
+                    continue
                 reply = {"type": "error", "error": str(e)}
             if req_id is not None:
                 reply["id"] = req_id
-            await ws.send(pack(reply))
+            await ws.send(pack(reply, encoding))
 
     def _http(self, connection, request):
         """/healthz without a key; the websocket handshake needs the key when one is set."""
         if request.path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")
         if self.api_key:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
+            given = request.headers.get("Authorization", "").encode()
+            # ours send "Bearer <key>", openpi's client "Api-Key <key>"
+            if not any(hmac.compare_digest(given, f"{kind} {self.api_key}".encode()) for kind in ("Bearer", "Api-Key")):
                 log.warning("refused a connection without the right API key from %s", connection.remote_address)
                 return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong API key\n")
         return None
@@ -198,4 +237,5 @@ def build_server(cfg: DictConfig) -> PolicyServer:
     policy, cameras, resolution, chunk = load_policy(cfg.policy, cfg.checkpoint, cfg.suite, int(cfg.random_chunk), cfg.seed)
     name = f"checkpoint {cfg.checkpoint}" if cfg.policy == "checkpoint" else cfg.policy
     return PolicyServer(policy, cameras, resolution, chunk, name=name, api_key=cfg.api_key, max_batch=cfg.max_batch,
-                        batch_wait_ms=cfg.batch_wait_ms, max_message_bytes=int(cfg.max_message_mb * (1 << 20)))
+                        batch_wait_ms=cfg.batch_wait_ms, max_message_bytes=int(cfg.max_message_mb * (1 << 20)),
+                        obs_map=cfg.get("obs_map"))
