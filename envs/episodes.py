@@ -5,6 +5,8 @@ works under LIBERO's interpreter and under RoboCasa's (`.venv-robocasa`).
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 
@@ -85,7 +87,9 @@ def run_handover_episode(env, init_state_index: int | None = None, seed: int | N
     if disturb not in ("random", "interrupt"):
         raise ValueError(f"disturb must be 'random' or 'interrupt', got {disturb!r}")
     obs, _ = env.reset(seed=seed, init_state_index=init_state_index)
-    rng = episode_rng(seed, init_state_index, env.task.index, 1)
+    # LIBERO's task is a Task with its index; RoboCasa's a name (crc32: stable across processes, unlike hash)
+    task = zlib.crc32(env.task.encode()) if isinstance(env.task, str) else env.task.index
+    rng = episode_rng(seed, init_state_index, task, 1)
     k = int(rng.integers(1, int(fraction * env.max_steps) + 1))
     limit, env.max_steps = env.max_steps, k + 10 + env.max_steps
     expert, gripper = make_expert(env), -1.0

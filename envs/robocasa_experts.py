@@ -81,6 +81,10 @@ class _Expert:
         sim, site = self.k.sim, self.k.robots[0].eef_site_id["right"]
         return sim.data.site_xpos[site].copy(), sim.data.site_xmat[site].reshape(3, 3).copy()
 
+    def _mount(self) -> np.ndarray:
+        """Where the arm's mount (the frame of OSC_POSE's deltas) is, in the world."""
+        return np.asarray(self.k.robots[0].composite_controller.get_controller_base_pose("right")[0])
+
     def _base_ori(self) -> np.ndarray:
         """The frame OSC_POSE reads its deltas in (the arm mount's), re-read: the base may turn."""
         ctrl = self.k.robots[0].composite_controller
@@ -137,8 +141,10 @@ class PressButton(_Expert):
 class PickPlace(_Expert):
     """Reach into the cabinet from the front, fingers square to the object's faces, close, lift,
     pull out, go down in front of the counter and in over a free spot of it (found once per episode
-    by casting rays), lower until the object touches, release, slide the fingers off, retreat.
-    A drop on the way starts over from where the object lies."""
+    by casting rays), the hand turned to point away from the arm's mount, lower until the object
+    touches, release, slide the fingers off, retreat towards the mount (the way the arm came: a hand
+    still turned as it grasped backs off sideways into open cabinet doors, or stalls with the arm
+    wound up). A drop on the way starts over from where the object lies."""
 
     TILT = 0.6  # fingers pitched down 35 degrees: the wrist rides high, the forearm clears the cabinet floor
     PLACE_TILT = 0.8  # and down 45 degrees to reach the counter: level, the wrist or elbow hits its limit
@@ -165,19 +171,31 @@ class PickPlace(_Expert):
         (o, yaw, _), (p, _) = self._obj(), self._eef()
         self.a, self.lift_from, self.release_at = self._approach(o, yaw), p, p
         self.spot = self._free_spot()
+        to_spot = self.spot - self._mount()[:2]  # the hand sets the object down pointing away from
+        self.place_dir = np.array([*to_spot / np.linalg.norm(to_spot), 0.0])  # the mount: backs off towards it
         if not takeover:
             return "pre"
         if self._held():  # carried on from where the hand holds it
             return "lift"
         return "release" if self._on_counter() else "pre"
 
-    def _approach(self, o: np.ndarray, yaw_obj: float) -> np.ndarray:
+    def _approach(self, o: np.ndarray, yaw_obj: float, keep: np.ndarray | None = None) -> np.ndarray:
         """Horizontal approach turned to meet the object's face square (the open pads clear a 5.5 cm
         box by under 8 mm a side): the face nearest the line from the arm's mount to the object,
-        as the arm reaches most easily (across its front it stalls)."""
-        mount = np.asarray(self.k.robots[0].composite_controller.get_controller_base_pose("right")[0])
-        base = np.arctan2(o[1] - mount[1], o[0] - mount[0])
-        ang = base + (yaw_obj - base + np.pi / 4) % (np.pi / 2) - np.pi / 4
+        as the arm reaches most easily (across its front it stalls), a quarter as much the line
+        straight into the cabinet (a box turned near 45 degrees: the wrist slanted in hits a side
+        wall); with `keep` (an approach already under way), the face nearest it: a box the fingers
+        nudge past 45 degrees must not flip the hand a quarter turn (the spinning hand bats it away)."""
+        def off(ang, ref):
+            return abs((ang - ref + np.pi) % (2 * np.pi) - np.pi)
+
+        base = np.arctan2(o[1] - self._mount()[1], o[0] - self._mount()[0])
+        inward = np.arctan2(*(-_front(self.k.cab)[1::-1]))
+        faces = yaw_obj + np.arange(4) * np.pi / 2
+        if keep is not None:
+            ang = min(faces, key=lambda f: off(f, np.arctan2(keep[1], keep[0])))
+        else:
+            ang = min(faces, key=lambda f: off(f, base) + 0.25 * off(f, inward))
         return np.array([np.cos(ang), np.sin(ang), 0.0])
 
     def _out_of_cabinet(self, p: np.ndarray) -> np.ndarray:
@@ -190,30 +208,34 @@ class PickPlace(_Expert):
         """Where the hand goes in each phase, from the scene as it is now."""
         o, yaw, half = self._obj()
         p, _ = self._eef()
-        if self.phase in ("pre", "reach"):
-            self.a = self._approach(o, yaw)  # re-read until the fingers close
+        if self.phase in ("pre", "reach"):  # re-read until the fingers close
+            self.a = self._approach(o, yaw, self.a if self.phase == "reach" else None)
         a = self.a
         grasp = o + np.array([0, 0, min(0.015, half[2] / 2)])
         place = np.array([self.spot[0], self.spot[1], self._counter_top() + half[2] + 0.012])
         lifted = self.lift_from + np.array([0, 0, 0.04])
         out = self._out_of_cabinet(lifted)
         hover, side = place + np.array([0, 0, 0.10]), np.cross(UP, _front(self.k.counter))  # along the counter
+        along = float(np.dot(p - grasp, a))  # ahead, as near as the hand is to the line in: the pads clear
+        off = float(np.linalg.norm(p - grasp - along * a))  # the box by mm, a lagging hand pushes it away
         down = np.array([out[0], out[1], place[2] + 0.18])  # not lower this close to the robot: the elbow
         return {"pre": grasp - 0.13 * a,
-                "reach": grasp + a * min(0.0, float(np.dot(p - grasp, a)) + 0.03),  # a carrot 3 cm ahead
+                "reach": grasp + a * min(0.0, along + np.clip(0.03 - 2.0 * off, 0.005, 0.03)),  # a carrot 0.5-3 cm
                 "close": grasp, "lift": lifted, "out": out,
                 "down": down, "across": down + side * np.dot(hover - down, side),  # below the cabinet's front,
                 "over": hover, "lower": place, "release": self.release_at,  # then in over the spot
                 "back": self.release_at - 0.10 * self._orientation()[:, 2],  # fingers slide off it
-                "retreat": self.release_at - 0.10 * self._orientation()[:, 2] - 0.12 * a + np.array([0, 0, 0.15])}
+                "retreat": self.release_at - 0.10 * self._orientation()[:, 2] - 0.12 * self.place_dir + 0.15 * UP}
 
     def _orientation(self) -> np.ndarray:
         low = self.phase in ("down", "across", "over", "lower", "release", "back", "retreat")
-        return _facing(self.a, self.PLACE_TILT if low else self.TILT)
+        return _facing(self.place_dir, self.PLACE_TILT) if low else _facing(self.a, self.TILT)
 
     def _target(self):
         if self.phase in ("out", "down", "across", "over", "lower") and not self._held():
-            self._go("pre")  # dropped on the way: pick it up again from where it lies
+            # dropped on the way: pick it up again from where it lies; slipped out on the counter: let go
+            self._go("release" if self.phase == "lower" and self._on_counter() else "pre")
+            self.release_at = self._eef()[0] if self.phase == "release" else self.release_at
         way, p = self._waypoints(), self._eef()[0]
         d, r = self._err(way["close" if self.phase == "reach" else self.phase], self._orientation())
         if self.phase == "pre" and ((d < 0.006 and r < 0.04) or self.t > 100):
@@ -223,7 +245,7 @@ class PickPlace(_Expert):
         elif self.phase == "close" and self.t > 10:
             self._go("lift" if self._held() else "pre")
             self.lift_from = p
-        elif self.phase == "lift" and (d < 0.01 or self.t > 30):
+        elif self.phase == "lift" and (d < 0.015 or self.t > 30):  # a wrist under a shelf may stop short
             self._go("out")
         elif self.phase in ("out", "down", "across") and (d < 0.02 or self.t > 60):
             self._go({"out": "down", "down": "across", "across": "over"}[self.phase])
@@ -243,7 +265,8 @@ class PickPlace(_Expert):
         """A spot on the counter's top for the object, the one nearest half a metre ahead of the
         arm's mount (nearer, the elbow folds to its limit low down) where rays cast straight down
         meet the counter's own top under the object and nothing standing around it or on the way in
-        from the counter's front, within the hand's reach (a sink, an appliance, another object)."""
+        from the counter's front, within the hand's reach (a sink, an appliance, another object; the
+        rays pass through the robot, which moves out of the way)."""
         import mujoco
 
         k, top = self.k, self._counter_top()
@@ -251,14 +274,20 @@ class PickPlace(_Expert):
         names = [model.geom(i).name for i in range(model.ngeom)]
         c = k.counter
         n, side, centre = _front(c), np.cross(UP, _front(c)), np.asarray(c.pos, float)
-        mount, B = k.robots[0].composite_controller.get_controller_base_pose("right")
-        aim = np.asarray(mount) + 0.5 * np.asarray(B)[:, 0]
+        mount, B = (np.asarray(v) for v in k.robots[0].composite_controller.get_controller_base_pose("right"))
+        aim = mount + 0.5 * B[:, 0]
         r = float(np.linalg.norm(self._obj()[2][:2])) + 0.04  # the object may slide a little as it lands
         ring = [np.array([np.cos(t), np.sin(t), 0.0]) for t in np.arange(8) * np.pi / 4]
 
-        def hit(q):  # height and geom of what a ray straight down meets (below the wall cabinets)
-            d = mujoco.mj_ray(model, data, np.array([q[0], q[1], top + 0.35]), -UP, None, 1, -1, gid)
-            return (top + 0.35 - d, names[gid[0]]) if d >= 0 else (-np.inf, "")
+        robot = model.body_rootid[model.site_bodyid[k.robots[0].eef_site_id["right"]]]
+
+        def hit(q):  # height and geom of what a ray straight down meets (below the wall cabinets),
+            z = top + 0.35  # seen through the robot itself: its arm moves out of the way
+            while (d := mujoco.mj_ray(model, data, np.array([q[0], q[1], z]), -UP, None, 1, -1, gid)) >= 0:
+                if model.body_rootid[model.geom_bodyid[gid[0]]] != robot:
+                    return z - d, names[gid[0]]
+                z -= d + 1e-4
+            return -np.inf, ""
 
         def fits(q) -> bool:
             for z, name in (hit(q + r * u) for u in [np.zeros(3)] + ring):
@@ -271,7 +300,10 @@ class PickPlace(_Expert):
         edge = centre + n * float(c.size[1]) / 2
         candidates = [edge - depth * n + (along + off) * side
                       for depth in np.arange(0.08, 0.41, 0.04) for off in np.arange(-0.8, 0.81, 0.04)]
-        candidates.sort(key=lambda q: np.linalg.norm((q - aim)[:2]))
+        # nearer the mount than 0.42 m the hand stops short of the counter (a 14 cm drop at 0.27 m):
+        # every cm inside that counts as 2 cm off the aim
+        candidates.sort(key=lambda q: np.linalg.norm((q - aim)[:2])
+                        + 2.0 * max(0.0, 0.42 - float(np.linalg.norm((q - mount)[:2]))))
         return next((q[:2] for q in candidates if fits(q)), (edge - 0.15 * n)[:2])
 
 

@@ -168,6 +168,8 @@ class EnvWorker:
 
     def __init__(self, spec: EnvSpec, python: str | None = None):
         ours, theirs = socket.socketpair()
+        for end in (ours, theirs):  # blocking, whatever socket.setdefaulttimeout says (Ray's driver sets one)
+            end.setblocking(True)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         try:
             self.process = subprocess.Popen([python or sys.executable, "-m", "eval_rollouts.worker", str(theirs.fileno())],
