@@ -156,7 +156,7 @@ import sys
 import numpy as np
 from envs.robocasa_env import RoboCasaEnv
 from envs import UnsupportedTask
-from envs.episodes import make_expert, run_expert_episode
+from envs.episodes import make_expert, run_expert_episode, run_handover_episode
 
 task, seeds = sys.argv[1], [int(s) for s in sys.argv[2:]]
 env = RoboCasaEnv(task, cameras=())  # physics only
@@ -169,6 +169,7 @@ for _ in range(60):  # the arm held still, the gripper open: nothing happens
     _, _, _, _, info = env.step(np.array([0, 0, 0, 0, 0, 0, -1.0]), render=False)
     success = success or info["success"]
 print("idle", success)
+print("takeover", run_handover_episode(env, init_state_index=0)[0])  # after random actions, as DAgger needs
 env.task = "OpenDrawer"
 try:
     make_expert(env)
@@ -179,8 +180,9 @@ except UnsupportedTask as e:
 
 @pytest.mark.parametrize("task", TASKS)
 def test_expert_solves_the_task_and_doing_nothing_does_not(task, standins):
-    """envs.robocasa_experts on the stand-in kitchen, from a few seeds each, within the horizon; 60
-    steps of an arm held still solve nothing (so the check can fail); a task without an expert is named."""
+    """envs.robocasa_experts on the stand-in kitchen, from a few seeds each, within the horizon, and
+    taking over after random actions; 60 steps of an arm held still solve nothing (so the check can
+    fail); a task without an expert is named."""
     env = {**os.environ, "ROBOCASA_ASSETS_PATH": str(standins)}
     r = subprocess.run([str(ROBOCASA_PYTHON), "-c", EXPERT, task, *map(str, EXPERT_SEEDS[task])], capture_output=True,
                        text=True, timeout=600, cwd=REPO, env=env)
@@ -190,7 +192,7 @@ def test_expert_solves_the_task_and_doing_nothing_does_not(task, standins):
     assert len(runs) == len(EXPERT_SEEDS[task]), r.stdout
     for _, seed, success, steps, horizon in runs:
         assert success == "True" and int(steps) <= int(horizon), (task, seed, r.stdout)
-    assert "idle False" in lines, r.stdout
+    assert "idle False" in lines and "takeover True" in lines, r.stdout
     assert any(line.startswith("unsupported ") and "OpenDrawer" in line for line in lines), r.stdout
 
 
