@@ -151,8 +151,21 @@ def image_processor_for(family: str, patch_size: int) -> Qwen2VLImageProcessorPi
                                     image_mean=mean, image_std=std)
 
 
+def architecture_file(path) -> Path:
+    """model.architecture: a config.json (or its folder); a relative path that does not exist from
+    the working directory is taken beside the model configs (configs/model/arch/...)."""
+    p = Path(path)
+    if not p.is_absolute() and not p.exists():
+        from importlib.resources import files
+
+        p = Path(str(files("configs"))) / "model" / p
+    return p
+
+
 def build_backbone(cfg, extra_tokens: list[str] = (), seed: int = 0) -> Backbone:
-    """cfg: the `model` config group (family, pretrained, vocab, dtype, attn_implementation, tiny).
+    """cfg: the `model` config group (family, pretrained, architecture, vocab, dtype,
+    attn_implementation, tiny): pretrained loads weights; else architecture (a published
+    config.json) or tiny builds a random model.
     extra_tokens: special tokens to add (our placeholders, "added"-mode action tokens); the
     embedding grows only where the vocabulary outgrows it."""
     family = cfg["family"]
@@ -167,16 +180,33 @@ def build_backbone(cfg, extra_tokens: list[str] = (), seed: int = 0) -> Backbone
             proc = Qwen2VLImageProcessorPil.from_pretrained(src)
             model = AutoModelForImageTextToText.from_pretrained(src, dtype=dtype, attn_implementation=attn)
         except OSError as e:
+            hint = "; model.pretrained=null builds model.architecture with random weights" if cfg.get("architecture") else ""
             raise ValueError(f"cannot load model.pretrained={src!r} (a hub id needs network; a local path needs "
-                             f"config.json, weights, tokenizer and preprocessor files): {e}") from None
+                             f"config.json, weights, tokenizer and preprocessor files{hint}): {e}") from None
         marker = Path(src) / BACKBONE_MARKER  # written by our spatial stage: the tiny byte vocabulary's size
         if marker.is_file():
             text_vocab = int(json.loads(marker.read_text())["text_vocab_size"])
         else:
             text_vocab = QWEN_TEXT_VOCAB if "<|im_start|>" in tok.get_vocab() else tok.vocab_size
+    elif cfg.get("architecture"):  # a published config.json: the real architecture, random weights
+        if cfg.get("vocab", "qwen") not in ("qwen", "pretrained"):
+            raise ValueError(f"model.vocab must be 'qwen' for model.architecture (its 151,936-row embedding), "
+                             f"not {cfg['vocab']!r}")
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(architecture_file(cfg["architecture"]))
+        if config.model_type != family:
+            raise ValueError(f"model.architecture is a {config.model_type} config, model.family is {family}")
+        config._attn_implementation = attn
+        tok, text_vocab = qwen_tokenizer(), QWEN_TEXT_VOCAB
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+        proc = image_processor_for(family, config.vision_config.patch_size)
     else:
         if not cfg.get("tiny"):
-            raise ValueError("model.pretrained is null and model.tiny is missing: nothing to build")
+            raise ValueError("model.pretrained is null and neither model.architecture nor model.tiny is set: "
+                             "nothing to build")
         vocab = cfg.get("vocab", "qwen")
         if vocab not in ("qwen", "bytes"):
             raise ValueError(f"model.vocab must be 'qwen' or 'bytes' for a tiny model, not {vocab!r}")
@@ -195,7 +225,8 @@ def build_backbone(cfg, extra_tokens: list[str] = (), seed: int = 0) -> Backbone
         patch = config.vision_config.patch_size
         proc = image_processor_for(family, patch)
         return Backbone(model, tok, proc, family, text_vocab)
-    new = [t for t in extra_tokens if t not in tok.get_vocab()]
+    vocab = tok.get_vocab()  # a 151k-entry dict built per call: once, not per token
+    new = [t for t in extra_tokens if t not in vocab]
     if new:
         tok.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
     if len(tok) > model.get_input_embeddings().weight.shape[0]:

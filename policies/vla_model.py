@@ -263,6 +263,11 @@ class VLAModel(nn.Module):
         rows = self.action_ids if not with_eos else torch.cat([self.action_ids, self.action_ids.new_tensor([self.eos_id])])
         return hidden @ self.lm.get_output_embeddings().weight[rows].T
 
+    def _regress(self, hidden: torch.Tensor) -> torch.Tensor:
+        """output l1: normalised actions [B, n]. The head's float32 weights read a bfloat16
+        backbone's hidden states too (inference runs without autocast)."""
+        return self.regressor(hidden.to(self.action_queries.dtype)).squeeze(-1).float()
+
     def forward(self, batch: dict) -> dict:
         """Training loss and action-token accuracy for a batch from `encode(..., actions=...)`."""
         spec = self.spec
@@ -290,7 +295,7 @@ class VLAModel(nn.Module):
                         * valid.flatten()).sum() / valid.sum()
                 pred = logits.argmax(-1)
             else:
-                values = self.regressor(hidden).squeeze(-1).float()
+                values = self._regress(hidden)
                 target = batch["target_norm"].to(self.device).reshape(-1, n)
                 loss = ((values - target).abs() * valid).sum() / valid.sum()
                 ids = self.action_tokenizer.encode_normalized(values.detach().cpu().numpy().reshape(-1, spec.action_dim))
@@ -330,5 +335,5 @@ class VLAModel(nn.Module):
         if spec.output == "tokens":
             ids = (self._action_logits(hidden).argmax(-1) + self.action_ids[0]).cpu().numpy()
             return self.action_tokenizer.decode(ids.reshape(B, spec.chunk_size, spec.action_dim))
-        values = self.regressor(hidden).squeeze(-1).float().clamp(-1, 1).cpu().numpy()
+        values = self._regress(hidden).clamp(-1, 1).cpu().numpy()
         return self.action_stats.unnormalize(values.reshape(B, spec.chunk_size, spec.action_dim))
