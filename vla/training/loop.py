@@ -123,6 +123,35 @@ RUN_KEYS = {"action": ("model", "head", "train.cameras", "train.resolution", "tr
             "spatial": ("model", "train.dataset")}
 
 
+def mixed_precision(setting: str) -> str:
+    """train.mixed_precision for accelerate: auto = the launcher's choice (`accelerate launch
+    --mixed_precision`, a config file), else bf16 on a GPU and none on a CPU. The weights stay in
+    model.dtype; autocast runs the matrix products in the lower precision."""
+    import os
+
+    import torch
+
+    if setting == "auto":
+        return os.environ.get("ACCELERATE_MIXED_PRECISION") or ("bf16" if torch.cuda.is_available() else "no")
+    if setting not in ("no", "bf16", "fp16"):
+        raise TrainError(f"train.mixed_precision must be auto, no, bf16 or fp16, not {setting!r}")
+    if setting == "fp16" and not torch.cuda.is_available():
+        raise TrainError("train.mixed_precision=fp16 needs a GPU (its loss scaling); use bf16 on a CPU")
+    return setting
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each backbone layer's activations in backward instead of keeping them (memory for
+    time: `python -m vla.plan_memory` shows how much). Non-reentrant, so frozen embeddings and LoRA
+    need no input-gradient hooks."""
+    from transformers import PreTrainedModel
+
+    backbone = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+    if backbone is None or not backbone.supports_gradient_checkpointing:
+        raise TrainError("train.gradient_checkpointing: this model has no Hugging Face backbone that supports it")
+    backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def use_backbone_checkpoint(cfg: DictConfig) -> None:
     """backbone_checkpoint=PATH (a spatial-stage checkpoint or any HF folder) becomes model.pretrained."""
     path = cfg.get("backbone_checkpoint")
@@ -147,6 +176,7 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
     from policies.checkpoint import load_trainer_state
 
     torch.set_num_threads(int(cfg.train.num_threads))
+    precision = mixed_precision(cfg.train.get("mixed_precision", "auto"))  # (absent in older runs' configs)
     use_backbone_checkpoint(cfg)
     out = Path(cfg.train.output_dir)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
@@ -166,10 +196,15 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
     model = stage.model
     from accelerate.utils import DistributedDataParallelKwargs
 
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state.get("_mixed_precision", precision) != precision:
+        AcceleratorState._reset_state()  # an earlier run in this process chose another precision (a singleton)
     # some backbone weights get no gradient from an action loss (e.g. the unused text LM-head rows)
-    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no",
-                              cpu=not torch.cuda.is_available(),
+    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    if cfg.train.get("gradient_checkpointing"):
+        enable_gradient_checkpointing(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.warmup_steps, cfg.train.max_steps))
@@ -192,7 +227,7 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
     n_trainable = sum(p.numel() for p in params)
     if accelerator.is_main_process:
         print(f"stage {cfg.stage}: {cfg.model.family} {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
-              f"({n_trainable / 1e6:.1f}M trained), {stage.summary}"
+              f"({n_trainable / 1e6:.1f}M trained), mixed precision {precision}, {stage.summary}"
               + (f"; on {accelerator.num_processes} processes" if accelerator.num_processes > 1 else ""))
     loader = torch.utils.data.DataLoader(
         stage.dataset, batch_sampler=batch_indices(len(stage.dataset), cfg.train.batch_size, cfg.seed, start,
