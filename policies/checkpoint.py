@@ -54,21 +54,33 @@ def _vocab_matrices(model: VLAModel) -> list[str]:
     return [n for n, p in model.named_parameters(remove_duplicate=False) if id(p) in wanted]
 
 
+def _tied_copies(model) -> set[str]:
+    """Names under which an already named parameter appears again (a tied LM head): saved once."""
+    seen, copies = set(), set()
+    for n, p in model.named_parameters(remove_duplicate=False):
+        (copies.add(n) if id(p) in seen else seen.add(id(p)))
+    return copies
+
+
 def save_checkpoint(path: str | Path, model: VLAModel, config_yaml: str, lora: dict | None = None,
                     trainer_state: dict | None = None, optimizer_tensors: dict | None = None,
-                    vocab_rows: list[int] | None = None) -> Path:
+                    vocab_rows: list[int] | None = None, weights: dict | None = None) -> Path:
     """Write a checkpoint folder; a crash mid-way leaves the previous one intact. vocab_rows:
     keep only these rows of the (frozen) vocabulary matrices, the rest load as zeros: with the
-    real 151k vocabulary a tiny policy's file shrinks from ~160 MB to a few MB."""
+    real 151k vocabulary a tiny policy's file shrinks from ~160 MB to a few MB. weights: the
+    model's state dict gathered elsewhere (FSDP shards the model's own), else the model's."""
     def write(tmp: Path) -> None:
         (tmp / "backbone").mkdir()
         names = _vocab_matrices(model)
-        if vocab_rows is None or len(names) != 2:  # tied matrices are saved whole
+        if weights is None and (vocab_rows is None or len(names) != 2):  # tied matrices are saved whole
             save_model(model, str(tmp / "model.safetensors"))
         else:
-            rows = torch.as_tensor(sorted(set(vocab_rows)), dtype=torch.long)
-            tensors = {n: (t[rows] if n in names else t).contiguous() for n, t in model.state_dict().items()}
-            save_file({**tensors, VOCAB_ROWS: rows}, str(tmp / "model.safetensors"))
+            tensors = {n: t for n, t in (model.state_dict() if weights is None else weights).items()
+                       if n not in _tied_copies(model)}
+            if vocab_rows is not None and len(names) == 2:
+                rows = torch.as_tensor(sorted(set(vocab_rows)), dtype=torch.long)
+                tensors = {n: t[rows] if n in names else t for n, t in tensors.items()} | {VOCAB_ROWS: rows}
+            save_file({n: t.contiguous() for n, t in tensors.items()}, str(tmp / "model.safetensors"))
         meta = {"format": 1, "spec": model.spec.to_dict(), "family": model.family,
                 "text_vocab_size": model.text_vocab_size, "lora": lora}
         (tmp / "policy.json").write_text(json.dumps(meta, indent=2))
@@ -165,7 +177,8 @@ def load_weights(model: VLAModel, file: Path) -> tuple[list[str], list[str]]:
             full[rows] = tensors[name].to(full.dtype)
             tensors[name] = full
     result = model.load_state_dict(tensors, strict=False)
-    return result.missing_keys, result.unexpected_keys
+    tied = _tied_copies(model)  # loaded with the matrix they share
+    return [n for n in result.missing_keys if n not in tied], result.unexpected_keys
 
 
 def load_trainer_state(path: str | Path) -> tuple[dict, dict]:

@@ -108,6 +108,8 @@ class VLAModel(nn.Module):
                  state_normalizer: StateNormalizer | None = None):
         super().__init__()
         self.lm, self.spec, self.family = backbone.model, spec, backbone.family
+        # the backbone's decoder layers and vision blocks: what FSDP wraps (accelerate reads this)
+        self._no_split_modules = list(getattr(backbone.model, "_no_split_modules", None) or [])
         self.tokenizer, self.image_processor = backbone.tokenizer, backbone.image_processor
         self.text_vocab_size = backbone.text_vocab_size
         if action_stats.dim != spec.action_dim:

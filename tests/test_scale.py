@@ -2,6 +2,7 @@
 (`ray start`, a head and one more node, one CPU each, torn down after), and training in two
 processes through `accelerate launch` (gloo, CPU)."""
 
+import json
 import os
 import signal
 import socket
@@ -126,21 +127,26 @@ def test_ray_collection_writes_one_dataset_with_the_local_episodes(ray_cluster, 
         np.testing.assert_array_equal(*actions)
 
 
-def test_training_in_two_processes_checkpoints_and_resumes(demo_dataset, tmp_path):
-    """`accelerate launch --multi_gpu --num_processes 2 -m vla.train` on a machine without a GPU: two
-    processes, DDP over gloo, on the tiny model, stopped at step 3 and resumed to step 6 from the
-    checkpoint. (`--cpu` instead of `--multi_gpu` starts one process: accelerate's simple launcher.)"""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vla.train", "model.vocab=bytes",
-           "train.resolution=64", f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path}", "train.max_steps=6",
-           "train.save_every=3", "train.log_every=3", "train.batch_size=2", "train.eval_trials_per_task=0"]
-    first = subprocess.run(cmd + ["train.stop_at=3"], capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "on 2 processes" in first.stdout, first.stdout[-2000:]
-    assert (tmp_path / "checkpoints" / "step_000003").is_dir()
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "(step 3)" in second.stdout and (tmp_path / "checkpoints" / "step_000006").is_dir(), second.stdout[-2000:]
+@pytest.mark.parametrize("config, kind", [("ddp_8gpu", "MULTI_CPU"), ("fsdp_8gpu", "FSDP")])
+def test_training_in_two_processes_resumes_exactly(config, kind, demo_dataset, tmp_path):
+    """The shipped accelerate configs (configs/accelerate/) with --num_processes 2 on a machine
+    without a GPU: DDP over gloo, and FSDP2 (forced on by tests/fsdp_on_cpu.py: accelerate runs
+    FSDP only on GPUs). Stopped at step 2 and resumed, the run's losses are an uninterrupted run's:
+    the sharded weights and AdamW state are gathered into the checkpoint and sharded again."""
+    script = ["tests/fsdp_on_cpu.py"] if kind == "FSDP" else ["-m", "vla.train"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"configs/accelerate/{config}.yaml",
+           "--num_processes", "2", *script, "model.vocab=bytes", "train.resolution=64", f"train.dataset={demo_dataset}",
+           "train.max_steps=4", "train.save_every=2", "train.log_every=1", "train.batch_size=2", "train.eval_trials_per_task=0"]
+    runs = {}
+    for name, extra in (("whole", []), ("cut", ["train.stop_at=2"]), ("cut", [])):
+        r = subprocess.run(cmd + [f"train.output_dir={tmp_path / name}", *extra], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs.setdefault(name, []).append(r.stdout)
+    assert f"on 2 processes ({kind})" in runs["whole"][0] and "mixed precision bf16" in runs["whole"][0]  # the config's
+    assert "(step 2)" in runs["cut"][1]
+    curves = [[json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+              for name in ("whole", "cut")]
+    assert len(curves[0]) == 4 and curves[0] == curves[1]
 
 
 def test_processes_take_disjoint_shares_of_each_steps_batch():

@@ -32,7 +32,7 @@ def spatial_stage(cfg: DictConfig, config_yaml: str, out: Path | None = None):
     if cfg.train.freeze_embeddings:  # as in the action stage: AdamW would walk all 151k rows
         model.lm.get_input_embeddings().weight.requires_grad_(False)
 
-    def save(path: Path, state: dict, tensors: dict) -> None:
+    def save(path: Path, state: dict, tensors: dict, weights: None) -> None:  # not shardable: weights are never gathered
         def write(tmp: Path) -> None:
             model.save(tmp)
             (tmp / "config.yaml").write_text(config_yaml)

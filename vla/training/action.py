@@ -101,11 +101,11 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
     if cfg.train.freeze_embeddings and not lora:
         vocab_rows = sorted(set(model.used_token_ids(dataset.tasks)) | (cotrain.token_ids if cotrain else set()))
 
-    def save(path: Path, state: dict, tensors: dict) -> None:
+    def save(path: Path, state: dict, tensors: dict, weights: dict | None) -> None:
         if cotrain:
             cotrain.vqa.head_to_lm()  # its answer rows travel in the policy's LM head
         save_checkpoint(path, model, config_yaml, lora=lora, trainer_state=state, optimizer_tensors=tensors,
-                        vocab_rows=vocab_rows)
+                        vocab_rows=vocab_rows, weights=weights)
 
     def evaluate(path: Path) -> dict:
         from ..eval import evaluate as run_eval
@@ -122,7 +122,7 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
         load=lambda path: resume_weights(model, path, cotrain),
         summary=summary + (f"; {cotrain.summary}" if cotrain else ""),
         accuracy_name="action_token_accuracy", evaluate=evaluate if cfg.train.eval_trials_per_task else None,
-        extra_inputs=cotrain.inputs if cotrain else None)
+        extra_inputs=cotrain.inputs if cotrain else None, shardable=cotrain is None)
 
 
 def resume_weights(model, path: Path, cotrain: "SpatialCoTraining | None" = None) -> None:

@@ -87,6 +87,31 @@ def load_optimizer(optimizer, tensors: dict, groups: dict) -> None:
     optimizer.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
 
 
+def full_optimizer_tensors(model, optimizer, names: list[str]) -> tuple[dict, dict]:
+    """optimizer_tensors under FSDP, where each process holds a shard of every state: gathered
+    (a collective: every process calls it; the main process gets them whole) and stored by
+    parameter index as without FSDP, so either kind of run resumes from the file."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    sd = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    index = {n: i for i, n in enumerate(names)}
+    tensors = {f"{index[n]}.{k}": v for n, st in sd.get("state", {}).items() for k, v in st.items()}
+    return tensors, {"param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in sd.get("param_groups", [])]}
+
+
+def load_full_optimizer(model, optimizer, tensors: dict, groups: dict, names: list[str]) -> None:
+    """load_optimizer under FSDP: every process takes its shard of the whole state (after prepare)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    state: dict = {}
+    for key, v in tensors.items():
+        i, k = key.split(".", 1)
+        state.setdefault(names[int(i)], {})[k] = v
+    groups = [{**g, "params": [names[i] for i in g["params"]]} for g in groups["param_groups"]]
+    set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups},
+                             options=StateDictOptions(full_state_dict=True))
+
+
 def checkpoints(out: Path) -> list[Path]:
     d = out / "checkpoints"
     return sorted((p for p in d.glob(f"{CKPT_PREFIX}*") if p.is_dir() and "." not in p.name
@@ -107,13 +132,15 @@ class Stage:
     model: Any  # nn.Module whose forward(batch) returns {"loss", "accuracy"}
     dataset: Any  # indexable samples
     collate: Callable[[list], dict]
-    save: Callable[[Path, dict, dict], Any]  # (checkpoint folder, trainer state, optimizer tensors), atomic
+    # (checkpoint folder, trainer state, optimizer tensors, the weights gathered under FSDP or None), atomic
+    save: Callable[[Path, dict, dict, dict | None], Any]
     load: Callable[[Path], None]  # a checkpoint's weights into model
     summary: str
     accuracy_name: str
     evaluate: Callable[[Path], dict] | None = None  # checkpoint -> {TensorBoard tag: value}
     # more inputs for step n (co-training's spatial questions), a function of n alone for exact resume
     extra_inputs: Callable[[int], dict] | None = None
+    shardable: bool = False  # save takes FSDP's gathered weights (else the stage saves its module's own)
 
 
 # config keys a resumed run must share with the run that wrote its checkpoint
@@ -194,7 +221,7 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
                                  f"choose another train.output_dir for a new run")
     stage = make_stage(cfg, config_yaml, out)
     model = stage.model
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
     from accelerate.state import AcceleratorState
 
@@ -205,15 +232,21 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     if cfg.train.get("gradient_checkpointing"):
         enable_gradient_checkpointing(model)
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    if fsdp and not stage.shardable:
+        raise TrainError(f"stage={cfg.stage}{' with co-training' if cfg.train.get('cotrain_spatial') else ''} "
+                         "cannot save FSDP's sharded weights yet: launch it with a DDP config (configs/accelerate/)")
+    names = [n for n, p in model.named_parameters() if p.requires_grad]  # the optimizer's parameter order
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.warmup_steps, cfg.train.max_steps))
-    start = 0
+    start, opt = 0, None
     if found:
         ckpt = found[-1]
-        stage.load(ckpt)
+        stage.load(ckpt)  # whole weights into the unsharded model: prepare shards them
         state, opt = load_trainer_state(ckpt)
-        load_optimizer(optimizer, opt, state["optimizer"])
+        if not fsdp:
+            load_optimizer(optimizer, opt, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         start = int(state["step"])
@@ -228,12 +261,14 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
     if accelerator.is_main_process:
         print(f"stage {cfg.stage}: {cfg.model.family} {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
               f"({n_trainable / 1e6:.1f}M trained), mixed precision {precision}, {stage.summary}"
-              + (f"; on {accelerator.num_processes} processes" if accelerator.num_processes > 1 else ""))
+              + (f"; on {accelerator.num_processes} processes ({accelerator.distributed_type.value})" if accelerator.num_processes > 1 else ""))
     loader = torch.utils.data.DataLoader(
         stage.dataset, batch_sampler=batch_indices(len(stage.dataset), cfg.train.batch_size, cfg.seed, start,
                                                    accelerator.process_index, accelerator.num_processes),
         collate_fn=stage.collate, num_workers=cfg.train.num_workers)
     model, optimizer = accelerator.prepare(model, optimizer)
+    if fsdp and opt is not None:
+        load_full_optimizer(model, optimizer, opt, state["optimizer"], names)
     tb = SummaryWriter(str(out / "tb")) if accelerator.is_main_process else None
     metrics = log.open("a") if accelerator.is_main_process else None
 
@@ -248,10 +283,12 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
     def save(step: int) -> Path:
         accelerator.wait_for_everyone()
         path = out / "checkpoints" / f"{CKPT_PREFIX}{step:06d}"
+        # FSDP: every process takes part in gathering the shards
+        weights = accelerator.get_state_dict(model) if fsdp else None
+        tensors, groups = full_optimizer_tensors(model, optimizer, names) if fsdp else optimizer_tensors(optimizer)
         if accelerator.is_main_process:
-            tensors, groups = optimizer_tensors(optimizer)
             state = {"step": step, "optimizer": groups, "scheduler": scheduler.state_dict(), "rng": rng_state()}
-            stage.save(path, state, tensors)
+            stage.save(path, state, tensors, weights)
             for old in checkpoints(out)[:-int(cfg.train.keep_checkpoints)]:
                 shutil.rmtree(old, ignore_errors=True)
         return path
@@ -273,7 +310,7 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
             result = model(batch)
         accelerator.backward(result["loss"])
         if cfg.train.grad_clip:
-            accelerator.clip_grad_norm_(params, cfg.train.grad_clip)
+            accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)  # the prepared ones (FSDP: sharded)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
