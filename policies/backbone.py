@@ -136,24 +136,25 @@ def _tiny_config(family: str, tiny: dict, vocab_rows: int, tok: PreTrainedTokeni
                                 pad_token_id=tok.pad_token_id, **ids)
 
 
-def reduce_depth(config, depth: int) -> None:
+def reduce_depth(config, depth: int, vision_depth: int | None = None) -> None:
     """model.depth=N: the architecture with N language-model layers and N vision blocks, every
     width, the vocabulary and the vision tower's input layers as published (a real-width model
     that fits a CPU). The blocks' special roles keep their relative places: Qwen2.5-VL's last
     vision block attends in full (the others in windows), Qwen3-VL's deepstack taps spread over
     the N blocks."""
     text, vision = config.get_text_config(), config.vision_config
-    if not 1 <= depth <= min(text.num_hidden_layers, vision.depth):
+    vision_depth = vision_depth or depth
+    if not (1 <= depth <= text.num_hidden_layers and 1 <= vision_depth <= vision.depth):
         raise ValueError(f"model.depth={depth}: give 1..{min(text.num_hidden_layers, vision.depth)} "
                          f"(the published depth is {text.num_hidden_layers} text layers, {vision.depth} vision blocks)")
     full = vision.depth
-    text.num_hidden_layers, vision.depth = depth, depth
+    text.num_hidden_layers, vision.depth = depth, vision_depth
     if getattr(text, "layer_types", None):
         text.layer_types = text.layer_types[:depth]
     if hasattr(vision, "fullatt_block_indexes"):
-        vision.fullatt_block_indexes = [depth - 1]
+        vision.fullatt_block_indexes = [vision_depth - 1]
     if hasattr(vision, "deepstack_visual_indexes"):
-        vision.deepstack_visual_indexes = sorted({i * depth // full for i in vision.deepstack_visual_indexes})
+        vision.deepstack_visual_indexes = sorted({i * vision_depth // full for i in vision.deepstack_visual_indexes})
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -218,7 +219,7 @@ def build_backbone(cfg, extra_tokens: list[str] = (), seed: int = 0) -> Backbone
         if config.model_type != family:
             raise ValueError(f"model.architecture is a {config.model_type} config, model.family is {family}")
         if cfg.get("depth"):
-            reduce_depth(config, int(cfg["depth"]))
+            reduce_depth(config, int(cfg["depth"]), cfg.get("vision_depth"))
         config._attn_implementation = attn
         tok, text_vocab = qwen_tokenizer(), QWEN_TEXT_VOCAB
         with torch.random.fork_rng():

@@ -14,7 +14,6 @@ real 151k vocabulary the full head would dominate the cost.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -164,8 +163,15 @@ class VLAModel(nn.Module):
                 out[mask] = rows.to(out.dtype).reshape(-1, out.shape[-1])
         return out
 
-    @lru_cache(maxsize=4096)
     def _prompt_ids(self, instruction: str, image_tokens: tuple[int, ...]) -> tuple[int, ...]:
+        # a per-model cache: functools.lru_cache on the method would hold every model ever built
+        cache = self.__dict__.setdefault("_prompt_cache", {})
+        key = (instruction, image_tokens)
+        if key not in cache:
+            cache[key] = self._build_prompt_ids(instruction, image_tokens)
+        return cache[key]
+
+    def _build_prompt_ids(self, instruction: str, image_tokens: tuple[int, ...]) -> tuple[int, ...]:
         parts = ["<|im_start|>user\n"]
         for cam, n in zip(self.spec.cameras, image_tokens):
             parts.append(f"{cam}: <|vision_start|>{'<|image_pad|>' * n}<|vision_end|>\n")
