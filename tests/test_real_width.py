@@ -141,3 +141,23 @@ def test_memory_plan_covers_every_layout_and_matches_a_measured_peak():
     check = dict(kv.split("=") for kv in r.stdout.strip().splitlines()[-1].split()[1:])
     assert (check["depth"], check["batch"]) == ("2", "4")
     assert 0.85 < float(check["measured_over_planned"]) < 1.15, r.stdout[-600:]
+
+
+def test_gradient_checkpointing_keeps_less_for_backward_and_trains_the_same(demo_dataset, tmp_path, capsys):
+    from vla.plan_memory import build_policy, saved_activation_bytes, training_batch
+    from vla.training.loop import enable_gradient_checkpointing
+
+    cfg = load_config("model=tiny_qwen2_5_vl", "model.vocab=bytes", "head=parallel", "train.resolution=64")
+    model = build_policy(cfg, dtype="float32")
+    batch = training_batch(model, 2)
+    kept = saved_activation_bytes(model, batch, autocast=False)
+    enable_gradient_checkpointing(model)
+    assert saved_activation_bytes(model, batch, autocast=False) < 0.5 * kept  # the layers' insides are recomputed
+    curves = []
+    for on in ("false", "true"):
+        train(load_config("model.vocab=bytes", "head=parallel", "train.resolution=64", "train.eval_trials_per_task=0",
+                          "train.max_steps=4", "train.log_every=1", f"train.gradient_checkpointing={on}",
+                          f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path / on}"))
+        assert ("gradient checkpointing" in capsys.readouterr().out) == (on == "true")
+        curves.append(losses(tmp_path / on))
+    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-5)

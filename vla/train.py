@@ -2,7 +2,8 @@
 
 `stage=spatial` tunes the backbone on spatial VQA first (vla.spatial); `backbone_checkpoint=PATH`
 starts the action stage from its checkpoint. `recipe=cpu` is the measured CPU recipe.
-Multi-GPU: `accelerate launch -m vla.train ...` (the same code; accelerate picks DDP and bf16).
+Multi-GPU: `accelerate launch --config_file configs/accelerate/{1gpu,ddp_8gpu,fsdp_8gpu}.yaml -m vla.train ...`
+(the same code); `python -m vla.plan_memory` says what fits.
 Rerunning the same command resumes from the newest checkpoint in `train.output_dir`.
 The loop lives in vla.training.loop, the action stage in vla.training.action.
 """

@@ -260,7 +260,8 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
     n_trainable = sum(p.numel() for p in params)
     if accelerator.is_main_process:
         print(f"stage {cfg.stage}: {cfg.model.family} {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
-              f"({n_trainable / 1e6:.1f}M trained), mixed precision {precision}, {stage.summary}"
+              f"({n_trainable / 1e6:.1f}M trained), mixed precision {precision}"
+              f"{', gradient checkpointing' if cfg.train.get('gradient_checkpointing') else ''}, {stage.summary}"
               + (f"; on {accelerator.num_processes} processes ({accelerator.distributed_type.value})" if accelerator.num_processes > 1 else ""))
     loader = torch.utils.data.DataLoader(
         stage.dataset, batch_sampler=batch_indices(len(stage.dataset), cfg.train.batch_size, cfg.seed, start,
