@@ -168,6 +168,8 @@ class VLAModel(nn.Module):
         cache = self.__dict__.setdefault("_prompt_cache", {})
         key = (instruction, image_tokens)
         if key not in cache:
+            if len(cache) >= 4096:  # a server seeing ever new instructions: stay bounded
+                cache.clear()
             cache[key] = self._build_prompt_ids(instruction, image_tokens)
         return cache[key]
 

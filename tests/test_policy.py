@@ -245,3 +245,18 @@ def test_pretrained_checkpoint_loads_from_a_local_folder(tmp_path):
     assert VLAPolicy(model).act(random_obs()).shape == (2, 1, 7)
     with pytest.raises(ValueError, match="cannot load model.pretrained"):
         build_backbone({**cfg, "pretrained": str(tmp_path / "missing"), "tiny": None})
+
+
+def test_a_dropped_model_is_freed_after_encoding():
+    """Nothing global keeps a policy alive (a method-level lru_cache once held every model built:
+    DAgger rounds and evaluation sweeps grew by a model each)."""
+    import gc
+    import weakref
+
+    model = tiny_model()
+    obs = random_obs()
+    model.encode(obs["images"], obs["state"], obs["instruction"])
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
