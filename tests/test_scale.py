@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -133,8 +134,9 @@ def test_training_in_two_processes_resumes_exactly(config, kind, demo_dataset, t
     without a GPU: DDP over gloo, and FSDP2 (forced on by tests/fsdp_on_cpu.py: accelerate runs
     FSDP only on GPUs). Stopped at step 2 and resumed, the run's losses are an uninterrupted run's:
     the sharded weights and AdamW state are gathered into the checkpoint and sharded again."""
-    script = ["tests/fsdp_on_cpu.py"] if kind == "FSDP" else ["-m", "vla.train"]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"configs/accelerate/{config}.yaml",
+    here = Path(__file__).resolve().parent
+    script = [str(here / "fsdp_on_cpu.py")] if kind == "FSDP" else ["-m", "vla.train"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(here.parent / "configs" / "accelerate" / f"{config}.yaml"),
            "--num_processes", "2", *script, "model.vocab=bytes", "train.resolution=64", f"train.dataset={demo_dataset}",
            "train.max_steps=4", "train.save_every=2", "train.log_every=1", "train.batch_size=2", "train.eval_trials_per_task=0"]
     runs = {}
