@@ -75,8 +75,8 @@ def save_checkpoint(path: str | Path, model: VLAModel, config_yaml: str, lora: d
         if weights is None and (vocab_rows is None or len(names) != 2):  # tied matrices are saved whole
             save_model(model, str(tmp / "model.safetensors"))
         else:
-            tensors = {n: t for n, t in (model.state_dict() if weights is None else weights).items()
-                       if n not in _tied_copies(model)}
+            tied = _tied_copies(model)
+            tensors = {n: t for n, t in (model.state_dict() if weights is None else weights).items() if n not in tied}
             if vocab_rows is not None and len(names) == 2:
                 rows = torch.as_tensor(sorted(set(vocab_rows)), dtype=torch.long)
                 tensors = {n: t[rows] if n in names else t for n, t in tensors.items()} | {VOCAB_ROWS: rows}

@@ -110,6 +110,9 @@ class VLAModel(nn.Module):
         # the backbone's decoder layers and vision blocks: what FSDP wraps (accelerate reads this)
         self._no_split_modules = list(getattr(backbone.model, "_no_split_modules", None) or [])
         self.tokenizer, self.image_processor = backbone.tokenizer, backbone.image_processor
+        # prompt token ids per (instruction, image tokens): the model's own (functools.lru_cache on
+        # the method would keep every model ever built alive)
+        self._prompt_cache: dict[tuple, tuple[int, ...]] = {}
         self.text_vocab_size = backbone.text_vocab_size
         if action_stats.dim != spec.action_dim:
             raise ValueError(f"action statistics have {action_stats.dim} dims, the policy predicts {spec.action_dim}")
@@ -164,14 +167,12 @@ class VLAModel(nn.Module):
         return out
 
     def _prompt_ids(self, instruction: str, image_tokens: tuple[int, ...]) -> tuple[int, ...]:
-        # a per-model cache: functools.lru_cache on the method would hold every model ever built
-        cache = self.__dict__.setdefault("_prompt_cache", {})
         key = (instruction, image_tokens)
-        if key not in cache:
-            if len(cache) >= 4096:  # a server seeing ever new instructions: stay bounded
-                cache.clear()
-            cache[key] = self._build_prompt_ids(instruction, image_tokens)
-        return cache[key]
+        if key not in self._prompt_cache:
+            if len(self._prompt_cache) >= 4096:  # a server seeing ever new instructions: stay bounded
+                self._prompt_cache.clear()
+            self._prompt_cache[key] = self._build_prompt_ids(instruction, image_tokens)
+        return self._prompt_cache[key]
 
     def _build_prompt_ids(self, instruction: str, image_tokens: tuple[int, ...]) -> tuple[int, ...]:
         parts = ["<|im_start|>user\n"]

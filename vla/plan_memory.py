@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .training.action import lora_settings, set_trainable
+
 GB = 1e9
 INSTRUCTION = "pick up the black bowl between the plate and the ramekin and place it on the plate"
 
@@ -44,7 +46,6 @@ def build_policy(cfg: DictConfig, depth: int | None = None, vision_depth: int | 
     """The run's VLAModel (random or no weights: under torch.device("meta") none are allocated)."""
     from action_tokenizer import ActionStats
     from policies.backbone import build_backbone
-    from policies.checkpoint import apply_lora
     from policies.transforms import StateNormalizer
     from policies.vla_model import PolicySpec, VLAModel, extra_tokens
 
@@ -57,12 +58,7 @@ def build_policy(cfg: DictConfig, depth: int | None = None, vision_depth: int | 
     acts = np.random.default_rng(0).uniform(-1, 1, (64, spec.action_dim)).astype(np.float32)
     model = VLAModel(build_backbone(model_cfg, extra_tokens(spec)), spec, ActionStats.from_actions(acts),
                      StateNormalizer(np.zeros(8), np.ones(8)))
-    apply_lora(model, lora)
-    if cfg.train.freeze_embeddings:
-        model.lm.get_input_embeddings().weight.requires_grad_(False)
-    if cfg.train.freeze_vision:
-        for p in model.lm.model.visual.parameters():
-            p.requires_grad = False
+    set_trainable(model, cfg, lora)
     return model
 
 
@@ -211,7 +207,7 @@ def plan_rows(size: Parameters, act: Activations, depth: tuple[int, int], batch:
 
 def plan(cfg: DictConfig, gpus: int) -> list[Row]:
     """Rows for full fine-tuning and for LoRA (train.lora, else r=32), in the GPU dtype (bf16)."""
-    lora = OmegaConf.to_container(cfg.train.lora, resolve=True) if cfg.train.lora else {"r": 32, "alpha": 16}
+    lora = lora_settings(cfg) or {"r": 32, "alpha": 16}
     rows = []
     for name, adapters in (("full", None), (f"LoRA r={lora.get('r', 32)}", lora)):
         with torch.device("meta"):
@@ -242,7 +238,7 @@ def training_step_peak(cfg: DictConfig, depth: int, batch: int) -> int:
     """Peak resident bytes of a real fp32 training step (the second: AdamW's state exists) of the
     depth-`depth` copy on this CPU, above what the process held before building it. Run it in a
     fresh process with large allocations mapped (measure_on_cpu) so that freed memory leaves."""
-    lora = OmegaConf.to_container(cfg.train.lora, resolve=True) if cfg.train.lora else None
+    lora = lora_settings(cfg)
     torch.set_num_threads(2)
     before = resident_bytes()
     model = build_policy(cfg, depth, depth, "float32", lora)
@@ -263,7 +259,7 @@ def measure_on_cpu(cfg: DictConfig, depth: int, batch: int) -> dict:
     """The plan's method against this machine: a depth-`depth` copy in fp32 at `batch` (sizes
     and activations planned exactly as for the GPU table, from probes at depth 1-2 and batch
     1-2), beside the measured peak of its real training step."""
-    lora = OmegaConf.to_container(cfg.train.lora, resolve=True) if cfg.train.lora else None
+    lora = lora_settings(cfg)
     with torch.device("meta"):
         size = parameter_sizes(build_policy(cfg, depth, depth, "float32", lora))
     act = measure_activations(cfg, lora, "float32", autocast=False)

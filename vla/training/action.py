@@ -48,7 +48,7 @@ def build_model(cfg: DictConfig, dataset, normalization_from: Path | None = None
     normalisation to keep (a warm start must see actions scaled as its weights learned them)."""
     from action_tokenizer import ActionStats
     from policies.backbone import build_backbone
-    from policies.checkpoint import apply_lora, load_normalization
+    from policies.checkpoint import load_normalization
     from policies.transforms import StateNormalizer
     from policies.vla_model import PolicySpec, VLAModel, extra_tokens
 
@@ -66,14 +66,27 @@ def build_model(cfg: DictConfig, dataset, normalization_from: Path | None = None
         state = trained_state if spec.use_state else None
     backbone = build_backbone(OmegaConf.to_container(cfg.model, resolve=True), extra_tokens(spec), seed=cfg.seed)
     model = VLAModel(backbone, spec, stats, state)
-    lora = OmegaConf.to_container(cfg.train.lora, resolve=True) if cfg.train.lora else None
+    lora = lora_settings(cfg)
+    set_trainable(model, cfg, lora)
+    return model, lora
+
+
+def lora_settings(cfg: DictConfig) -> dict | None:
+    """train.lora as a plain dict (peft's LoraConfig fields by our names), or None: no adapters."""
+    return OmegaConf.to_container(cfg.train.lora, resolve=True) if cfg.train.lora else None
+
+
+def set_trainable(model, cfg: DictConfig, lora: dict | None) -> None:
+    """Which weights train: LoRA adapters (others frozen) when `lora`, then train.freeze_embeddings
+    and train.freeze_vision."""
+    from policies.checkpoint import apply_lora
+
     apply_lora(model, lora)
     if cfg.train.freeze_embeddings:  # text-token rows: most never occur, yet AdamW would update all 151k
         model.lm.get_input_embeddings().weight.requires_grad_(False)
     if cfg.train.freeze_vision:
         for p in model.lm.model.visual.parameters():
             p.requires_grad = False
-    return model, lora
 
 
 def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:

@@ -221,9 +221,8 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
                                  f"choose another train.output_dir for a new run")
     stage = make_stage(cfg, config_yaml, out)
     model = stage.model
-    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
-
     from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
     if AcceleratorState._shared_state.get("_mixed_precision", precision) != precision:
         AcceleratorState._reset_state()  # an earlier run in this process chose another precision (a singleton)
