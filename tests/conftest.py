@@ -12,6 +12,15 @@ def load_config(*overrides):
         return compose(config_name="config", overrides=list(overrides))
 
 
+def real_model_cfg(name: str, depth: int | None = None) -> dict:
+    """The model group as `model=<name> model.pretrained=null [model.depth=N]` composes it: the
+    published architecture (configs/model/arch/), no hub, no weights."""
+    from omegaconf import OmegaConf
+
+    depth_override = [f"model.depth={depth}"] if depth is not None else []
+    return OmegaConf.to_container(load_config(f"model={name}", "model.pretrained=null", *depth_override).model)
+
+
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory) -> Path:
     """Two scripted-expert episodes of libero_spatial task 0 (real simulator, 64x64 images) as a

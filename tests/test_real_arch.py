@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import load_config
+from conftest import load_config, real_model_cfg
 from omegaconf import OmegaConf
 
 from action_tokenizer import ActionStats
@@ -32,16 +32,11 @@ REAL = {
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def model_cfg(name: str) -> dict:
-    """The model group as `model=<name> model.pretrained=null` composes it (no hub, no weights)."""
-    return OmegaConf.to_container(load_config(f"model={name}", "model.pretrained=null").model)
-
-
 def real_model(name: str, **spec) -> VLAModel:
     spec = PolicySpec(**spec)
     acts = np.random.default_rng(0).uniform(-1, 1, (64, 7)).astype(np.float32)
     with torch.device("meta"):  # accelerate's init_empty_weights would untie the LM head (transformers 5)
-        backbone = build_backbone(model_cfg(name), extra_tokens(spec))
+        backbone = build_backbone(real_model_cfg(name), extra_tokens(spec))
         return VLAModel(backbone, spec, ActionStats.from_actions(acts), StateNormalizer(np.zeros(8), np.ones(8)))
 
 
@@ -122,7 +117,7 @@ def test_architecture_round_trips_through_checkpoint_metadata(name, tmp_path):
     assert again.model.get_output_embeddings().weight is again.model.get_input_embeddings().weight
     assert again.tokenizer.get_vocab() == model.tokenizer.get_vocab()
     assert again.image_processor.patch_size == model.image_processor.patch_size
-    published = json.loads(architecture_file(model_cfg(name)["architecture"]).read_text())
+    published = json.loads(architecture_file(real_model_cfg(name)["architecture"]).read_text())
     text = published.get("text_config", published)
     saved = again.model.config.get_text_config()
     for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -138,7 +133,7 @@ def test_pretrained_stays_the_default_and_bytes_vocab_is_refused():
         cfg = OmegaConf.to_container(load_config(f"model={name}").model)
         assert cfg["pretrained"].startswith("Qwen/") and architecture_file(cfg["architecture"]).is_file()
     with pytest.raises(ValueError, match="model.vocab"):
-        build_backbone({**model_cfg("qwen3_vl_2b"), "vocab": "bytes"})
+        build_backbone({**real_model_cfg("qwen3_vl_2b"), "vocab": "bytes"})
 
 
 def observations(n=2, res=64) -> dict:
@@ -168,7 +163,7 @@ def test_full_size_real_architecture_takes_a_lora_step_on_cpu(name):
     """The real architecture with random weights in bf16 (~4-8 GB; fp32 needs twice that):
     one LoRA training step with the parallel L1 head, then actions. ~45 s each on 2 cores."""
     spec = PolicySpec(resolution=64, head="parallel", output="l1", chunk_size=2)
-    cfg = {**model_cfg(name), "dtype": "bfloat16"}
+    cfg = {**real_model_cfg(name), "dtype": "bfloat16"}
     acts = np.random.default_rng(0).uniform(-1, 1, (64, 7)).astype(np.float32)
     model = VLAModel(build_backbone(cfg, extra_tokens(spec)), spec, ActionStats.from_actions(acts),
                      StateNormalizer(np.zeros(8), np.ones(8)))

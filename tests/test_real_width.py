@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import load_config
-from omegaconf import OmegaConf
+from conftest import load_config, real_model_cfg
 
 from policies import VLAPolicy
 from policies.backbone import build_backbone
@@ -38,14 +37,9 @@ def one_batch(demo_dataset, tmp_path_factory):
     return root
 
 
-def model_cfg(name: str, depth: int | None) -> dict:
-    return OmegaConf.to_container(load_config(f"model={name}", "model.pretrained=null",
-                                              f"model.depth={'null' if depth is None else depth}").model)
-
-
 @pytest.mark.parametrize("name, fullatt, deepstack", [("qwen2_5_vl_3b", [2], None), ("qwen3_vl_2b", None, [0, 1, 2])])
 def test_reduced_depth_keeps_every_width_and_the_blocks_roles(name, fullatt, deepstack):
-    full, small = (build_backbone_on_meta(model_cfg(name, d)).model for d in (None, 3))
+    full, small = (build_backbone_on_meta(real_model_cfg(name, d)).model for d in (None, 3))
     ft, st = full.config.get_text_config(), small.config.get_text_config()
     fv, sv = full.config.vision_config, small.config.vision_config
     assert (st.num_hidden_layers, sv.depth) == (3, 3) and len(small.model.language_model.layers) == 3
@@ -67,7 +61,7 @@ def test_reduced_depth_keeps_every_width_and_the_blocks_roles(name, fullatt, dee
         assert len(small.model.visual.deepstack_merger_list) == len(full.model.visual.deepstack_merger_list)
     assert count(full) - count(small) == missing
     with pytest.raises(ValueError, match="model.depth=99"):
-        build_backbone_on_meta(model_cfg(name, 99))
+        build_backbone_on_meta(real_model_cfg(name, 99))
 
 
 def build_backbone_on_meta(cfg):
