@@ -66,6 +66,7 @@ class LiberoEnv(gym.Env):
             self._env = ControlEnv(**kwargs, use_camera_obs=False, has_offscreen_renderer=False)
         if render_quality != "full" and camera_obs:
             self._env.env.set_xml_processor(render_xml_processor(render_quality))
+        self._restore_fixture_poses_on_soft_reset()
 
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(7,), dtype=np.float32)
         image = gym.spaces.Box(0, 255, shape=(resolution, resolution, 3), dtype=np.uint8)
@@ -100,6 +101,8 @@ class LiberoEnv(gym.Env):
 
     # -- gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None, init_state_index: int | None = None):
+        if seed is not None and not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**32):
+            raise ValueError(f"seed must be an int in 0..2**32-1 (numpy's seed range), got {seed!r}")
         super().reset(seed=seed)
         options = options or {}
         init_state_index = options.get("init_state_index", init_state_index)
@@ -114,10 +117,13 @@ class LiberoEnv(gym.Env):
             if init_state_index is not None or seed is None or not self._thrown_objects():
                 break
             seed = int(np.random.default_rng([int(seed), attempt]).integers(2**31))
+        self.layout_seed = seed if init_state_index is None else None  # the seed whose layout this is
         self._raw, self._steps, self._needs_reset = raw, 0, False
         self.start_eef_quat = np.array(raw["robot0_eef_quat"])  # the hand as the episode starts (experts plan from it)
         self.start_eef_pos = np.array(raw["robot0_eef_pos"])
-        return self._observation(raw), {"success": bool(self._env.check_success()), "init_state_index": init_state_index}
+        info = {"success": bool(self._env.check_success()), "init_state_index": init_state_index,
+                "layout_seed": self.layout_seed}
+        return self._observation(raw), info
 
     def _free_objects(self) -> dict[str, int]:
         """Body ids of the task's loose objects (free joints), fixtures left out."""
@@ -128,9 +134,12 @@ class LiberoEnv(gym.Env):
                 if model.body_jntadr[b] >= 0 and model.jnt_type[model.body_jntadr[b]] == mujoco.mjtJoint.mjJNT_FREE}
 
     def _thrown_objects(self) -> list[str]:
-        """Objects that moved more than 15 cm from where the layout placed them during the wait steps."""
+        """Objects the wait steps moved more than 10 cm sideways from where the layout put them.
+        LIBERO drops every object from a few cm above its spot (it falls 6-16 cm, onto the table,
+        a box or a fixture) and a placed object may slide a few cm; objects placed into each other
+        are thrown tens of cm to metres."""
         pos = self.sim.data._data.xpos
-        return [n for n, b in self._free_objects().items() if np.linalg.norm(pos[b] - self._placed[n]) > 0.15]
+        return [n for n, b in self._free_objects().items() if np.linalg.norm(pos[b][:2] - self._placed[n][:2]) > 0.10]
 
     def _reset_once(self, seed: int | None, init_state_index: int | None) -> dict:
         if seed is not None:
@@ -199,6 +208,27 @@ class LiberoEnv(gym.Env):
     def state(self, raw: dict | None = None) -> np.ndarray:
         raw = self._raw if raw is None else raw
         return robot_state(raw["robot0_eef_pos"], raw["robot0_eef_quat"], raw["robot0_gripper_qpos"])
+
+    def _restore_fixture_poses_on_soft_reset(self) -> None:
+        """LIBERO places fixtures (cabinet, stove) by writing the model's body poses, and places
+        the objects that start on or in a fixture relative to the fixture's site as the model
+        holds it *before* this reset's placement. A new model holds the XML's poses; a kept model
+        holds the last episode's, so a soft reset put those bowls 29-44 cm off (in mid-air) for
+        the same seed. Restoring the built model's body poses before each soft reset makes every
+        reset sample from the state a new env samples from: a fresh layout is the new env's."""
+        rs = self.robosuite_env
+        inner = rs._reset_internal
+        built = {}
+
+        def reset_internal():
+            model = rs.sim.model._model
+            if built.get("model") is not model:  # a hard reset just built this model from XML
+                built.update(model=model, pos=model.body_pos.copy(), quat=model.body_quat.copy())
+            else:
+                model.body_pos[:], model.body_quat[:] = built["pos"], built["quat"]
+            inner()
+
+        rs._reset_internal = reset_internal
 
     def _make_cameras_lazy(self) -> None:
         """Wrap each camera's robosuite sensor so it renders only while self._render is set. The

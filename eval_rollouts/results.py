@@ -39,7 +39,8 @@ class ResultsLog:
                     self.records.append(json.loads(line))
                 except json.JSONDecodeError:
                     break  # a line cut by a kill: that episode runs again
-            self.rewrite(self.records)
+            # an episode the environment failed (not the policy) runs again on a rerun
+            self.rewrite([r for r in self.records if "error" not in r])
 
     def rewrite(self, records: list[dict]) -> None:
         """Keep only these records (the episodes left out run again)."""
@@ -59,26 +60,33 @@ class ResultsLog:
 
 
 def summarize(records: list[dict], instructions: dict[int, str]) -> dict:
+    """Success per task and overall. Episodes the environment failed (an "error" in the record:
+    the simulator crashed twice, not the policy) are counted apart and left out of every rate."""
     rows = []
     for t in sorted({r["task"] for r in records}):
-        rs = [r for r in records if r["task"] == t]
+        rs = [r for r in records if r["task"] == t and "error" not in r]
+        errors = sum(r["task"] == t and "error" in r for r in records)
         k = sum(r["success"] for r in rs)
         lo, hi = wilson(k, len(rs))
         rows.append({"task": t, "instruction": instructions.get(t, ""), "successes": k, "episodes": len(rs),
-                     "success_rate": k / len(rs), "ci95": [lo, hi]})
+                     "errors": errors, "success_rate": k / len(rs) if rs else 0.0, "ci95": [lo, hi]})
     k, n = sum(r["successes"] for r in rows), sum(r["episodes"] for r in rows)
     lo, hi = wilson(k, n)
-    return {"tasks": rows, "successes": k, "episodes": n, "success_rate": k / n if n else 0.0, "ci95": [lo, hi],
+    return {"tasks": rows, "successes": k, "episodes": n, "errors": sum(r["errors"] for r in rows),
+            "success_rate": k / n if n else 0.0, "ci95": [lo, hi],
             "average_task_success": sum(r["success_rate"] for r in rows) / len(rows) if rows else 0.0}
 
 
 def markdown(summary: dict, title: str) -> str:
     lines = [f"**{title}**: {summary['successes']}/{summary['episodes']} "
              f"({100 * summary['success_rate']:.1f}%, 95% CI {100 * summary['ci95'][0]:.1f}-{100 * summary['ci95'][1]:.1f})", "",
-             "| task | instruction | success | 95% CI |", "|---|---|---|---|"]
+             "| task | instruction | success | 95% CI | errors |", "|---|---|---|---|---|"]
+    if summary["errors"]:
+        lines[1:1] = ["", f"**Warning: {summary['errors']} episode(s) failed in the environment, not the policy; "
+                          "they are left out of every rate above and below (their causes: episodes.jsonl).**"]
     for r in summary["tasks"]:
         lines.append(f"| {r['task']} | {r['instruction']} | {r['successes']}/{r['episodes']} ({100 * r['success_rate']:.0f}%) "
-                     f"| {100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f}% |")
+                     f"| {100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f}% | {r['errors']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -30,6 +30,8 @@ class EnvSpec:
     # random: from the fresh layout seeded by validation_seed(task, k) (validation, never the test states);
     # dagger: from the fresh layout seeded by dagger_seed(task, k) (DAgger's rollouts)
     layouts: str = "fixed"
+    # random layouts seeded from this base instead of validation_seed's (held-out layouts: base + 10^4 task + k)
+    layout_seed_base: int | None = None
     # DAgger: send every step's observation with the scripted expert's action for it ("labelled");
     # the expert drives a chunk with this probability (beta), the policy otherwise
     label: bool = False
@@ -48,6 +50,23 @@ def dagger_seed(task: int, k: int) -> int:
 
 
 LAYOUT_SEEDS = {"random": validation_seed, "dagger": dagger_seed}
+
+
+def layout_seed(spec: EnvSpec, task: int, k: int) -> int | None:
+    """The fresh layout's seed of episode (task, k), or None for the suite's init state k."""
+    if spec.layouts == "random" and spec.layout_seed_base is not None:
+        return spec.layout_seed_base + 10_000 * task + k
+    return LAYOUT_SEEDS[spec.layouts](task, k) if spec.layouts in LAYOUT_SEEDS else None
+
+
+def check_layout_seeds(layouts: str, base: int | None, tasks: int, trials: int) -> None:
+    """Refuse, before any env starts, seeds that numpy (LIBERO's placement sampler) cannot take."""
+    if base is not None and (not isinstance(base, int) or base < 0):
+        raise ValueError(f"eval.layout_seed_base must be a non-negative int or null, not {base!r}")
+    spec = EnvSpec("", (), 0, layouts=layouts, layout_seed_base=base)
+    top = layout_seed(spec, tasks - 1, trials - 1)
+    if top is not None and top >= 2**32:
+        raise ValueError(f"eval.layout_seed_base={base} gives layout seeds up to {top}, beyond numpy's 2**32-1")
 
 
 class SetupError(Exception):
@@ -102,8 +121,9 @@ def _serve(conn, spec: EnvSpec) -> None:
             if cmd == "reset":
                 t, init, record = arg  # record: send every frame of this episode (for a video)
                 use_task(t)
-                if spec.layouts in LAYOUT_SEEDS:
-                    obs, _ = env.reset(seed=LAYOUT_SEEDS[spec.layouts](t, init))
+                seed = layout_seed(spec, t, init)
+                if seed is not None:
+                    obs, _ = env.reset(seed=seed)
                 else:
                     obs, _ = env.reset(init_state_index=init)
                 expert = None
@@ -206,8 +226,9 @@ class EnvWorker:
             raise RuntimeError(f"env worker died (exit code {code})") from e
         if status == "invalid":
             raise ValueError(payload)
-        if status == "error":
-            raise RuntimeError(f"env worker failed:\n{payload}")
+        if status == "error":  # the first line names the cause (the traceback's last line); the rest follows
+            cause = payload.strip().splitlines()[-1] if payload.strip() else "no traceback"
+            raise RuntimeError(f"env worker failed: {cause}\n{payload}")
         return payload
 
     def close(self) -> None:

@@ -83,7 +83,7 @@ def evaluate(cfg: DictConfig) -> dict:
     from envs.suites import get_suite
     from eval_rollouts import engine
     from eval_rollouts.results import ResultsLog, summarize, write_reports
-    from eval_rollouts.worker import EnvSpec
+    from eval_rollouts.worker import EnvSpec, check_layout_seeds
 
     suite = get_suite(cfg.suite.name)
     tasks = list(range(len(suite.tasks))) if cfg.eval.tasks is None else [suite.task(t).index for t in cfg.eval.tasks]
@@ -91,13 +91,16 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ValueError(f"eval.layouts must be fixed (the suite's init states) or random (validation layouts), not {cfg.eval.layouts!r}")
     if cfg.eval.layouts == "fixed" and not 1 <= cfg.eval.trials_per_task <= suite.init_states_per_task:
         raise ValueError(f"eval.trials_per_task must be 1..{suite.init_states_per_task}, not {cfg.eval.trials_per_task}")
+    base = cfg.eval.get("layout_seed_base")
+    check_layout_seeds(cfg.eval.layouts, base, max(tasks) + 1, cfg.eval.trials_per_task)
     policy, cameras, resolution = make_policy(cfg)
     out = Path(cfg.eval.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     episodes = [(t, k) for t in tasks for k in range(cfg.eval.trials_per_task)]
     spec = EnvSpec(cfg.suite.name, tuple(cameras), int(resolution), render_quality(cfg.eval.render_quality, policy),
-                   cfg.eval.max_steps, expert=cfg.eval.policy == "scripted", layouts=cfg.eval.layouts)
+                   cfg.eval.max_steps, expert=cfg.eval.policy == "scripted", layouts=cfg.eval.layouts,
+                   layout_seed_base=base)
     log = ResultsLog(out / "episodes.jsonl")
     videos = {(t, k) for t in tasks for k in range(min(cfg.eval.save_videos, cfg.eval.trials_per_task))}
     backend, address = cfg.eval.get("backend", "local"), cfg.eval.get("ray_address")
@@ -119,9 +122,14 @@ def main(cfg: DictConfig) -> None:
     from policies.checkpoint import CheckpointError
 
     try:
-        evaluate(cfg)
+        summary = evaluate(cfg)
     except (ValueError, CheckpointError) as e:
         raise SystemExit(f"vla.eval: {e}") from None
+    ran = summary["episodes"] + summary["errors"]
+    if summary["errors"] > cfg.eval.max_error_fraction * ran:
+        raise SystemExit(f"vla.eval: {summary['errors']} of {ran} episodes failed in the environment, more than "
+                         f"eval.max_error_fraction={cfg.eval.max_error_fraction}: the table is not a measurement of the "
+                         f"policy (causes in {cfg.eval.out}/episodes.jsonl; a rerun retries them)")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ def collect(cfg: DictConfig) -> Path:
     suite.check_cameras(cfg.cameras)
     if cfg.layouts not in ("random", "fixed"):
         raise ValueError(f"layouts must be 'random' or 'fixed', got {cfg.layouts!r}")
+    if not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 990:  # seeds stay below validation's 10^9
+        raise ValueError(f"seed must be an int in 0..989 (layout seeds seed*1000003 + ... stay apart from validation's), got {cfg.seed!r}")
     if not 0.0 <= float(cfg.get("noise", 0.0)) <= 1.0:
         raise ValueError(f"noise must be a standard deviation in 0..1 (action units), got {cfg.noise!r}")
     return _collect(cfg, tasks)
