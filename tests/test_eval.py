@@ -68,6 +68,41 @@ def test_a_dead_worker_is_replaced_and_its_episode_retried(tmp_path):
     assert sum(r.get("retried", False) for r in log.records) == 1
 
 
+def test_an_environment_failure_is_named_and_counted_apart(tmp_path):
+    """A worker whose env raises (here a layout seed beyond numpy's range, which vla.eval refuses
+    up front) fails the episode twice: the record names the cause, the table counts it apart,
+    the rates leave it out, vla.eval's check fails, and a rerun retries it."""
+    import pytest
+
+    from eval_rollouts.results import markdown, summarize
+    from vla.eval import check_errors
+
+    log = ResultsLog(tmp_path / "episodes.jsonl")
+    spec = EnvSpec("libero_spatial", ("agentview",), 64, expert=True, layouts="random", layout_seed_base=2**32)
+    engine.run(ExpertPolicy(), spec, [(0, 0)], log, num_envs=1)
+    bad = EnvSpec("libero_spatial", ("agentview",), 64, expert=True)
+    engine.run(ExpertPolicy(), bad, [(0, 1)], log, num_envs=1)
+    (failed, ok) = log.records
+    assert failed["error"].startswith("env worker failed: ValueError: seed must be an int in 0..2**32-1"), failed
+    assert ok["success"] and "error" not in ok
+    summary = summarize(log.records, {0: "x"})
+    assert (summary["successes"], summary["episodes"], summary["errors"], summary["success_rate"]) == (1, 1, 1, 1.0)
+    table = markdown(summary, "t")
+    assert "1 episode(s) failed in the environment" in table and "| 1/1 (100%) | 21-100% | 1 |" in table
+    with pytest.raises(ValueError, match="1 of 2 episodes failed in the environment"):
+        check_errors(summary, 0.02, tmp_path)
+    assert ResultsLog(tmp_path / "episodes.jsonl").done == {(0, 1)}  # the errored one runs again
+
+
+def test_layout_seeds_beyond_numpys_range_are_refused_before_anything_runs(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="layout seeds up to 4294967305, beyond numpy's 2\\*\\*32-1"):
+        evaluate(load_config(*SMALL, "eval.policy=random", "eval.layouts=random", "eval.layout_seed_base=4294967296",
+                             "eval.tasks=[0]", "eval.trials_per_task=10", f"eval.out={tmp_path}"))
+    assert not (tmp_path / "episodes.jsonl").exists()
+
+
 def test_a_killed_evaluation_resumes_to_the_same_table(tmp_path):
     args = [sys.executable, "-m", "vla.eval", *SMALL, "eval.num_envs=1", "eval.policy=scripted", "eval.tasks=[0]",
             "eval.trials_per_task=3", "eval.save_videos=0", f"eval.out={tmp_path}"]

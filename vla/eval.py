@@ -117,19 +117,24 @@ def evaluate(cfg: DictConfig) -> dict:
     return summary
 
 
+def check_errors(summary: dict, max_fraction: float, out) -> None:
+    """A table with more environment failures than `max_fraction` of its episodes measures the
+    simulator, not the policy: ValueError (vla.eval exits non-zero; the table is still written)."""
+    ran = summary["episodes"] + summary["errors"]
+    if summary["errors"] > max_fraction * ran:
+        raise ValueError(f"{summary['errors']} of {ran} episodes failed in the environment, more than "
+                         f"eval.max_error_fraction={max_fraction}: the table is not a measurement of the policy "
+                         f"(causes in {out}/episodes.jsonl; a rerun retries those episodes)")
+
+
 @hydra.main(config_path="../configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from policies.checkpoint import CheckpointError
 
     try:
-        summary = evaluate(cfg)
+        check_errors(evaluate(cfg), cfg.eval.max_error_fraction, cfg.eval.out)
     except (ValueError, CheckpointError) as e:
         raise SystemExit(f"vla.eval: {e}") from None
-    ran = summary["episodes"] + summary["errors"]
-    if summary["errors"] > cfg.eval.max_error_fraction * ran:
-        raise SystemExit(f"vla.eval: {summary['errors']} of {ran} episodes failed in the environment, more than "
-                         f"eval.max_error_fraction={cfg.eval.max_error_fraction}: the table is not a measurement of the "
-                         f"policy (causes in {cfg.eval.out}/episodes.jsonl; a rerun retries them)")
 
 
 if __name__ == "__main__":
