@@ -164,3 +164,25 @@ def test_the_shipped_checkpoint_loads_and_acts_in_one_batch():
     actions = policy.act(obs)
     assert actions.shape == (3, 8, 7) and np.isfinite(actions).all()
     assert set(np.unique(actions[..., 6])) <= {-1.0, 1.0} and np.abs(actions[..., :6]).max() <= 1.0 + 1e-6
+
+
+def test_the_readmes_load_policy_snippet_runs_and_drives_the_env():
+    """The README's five lines, as written there, then the chunk executed in the real simulator."""
+    import re
+    from pathlib import Path
+
+    import vla
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"<!-- snippet: load_policy .*?-->\n```python\n(.*?)```", readme, re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    actions, env = scope["actions"], scope["env"]
+    assert actions.shape == (1, 8, 7) and actions.dtype == np.float32
+    for a in actions[0]:
+        obs, _, done, truncated, _ = env.step(a)
+    assert env._steps == 8 and not (done or truncated)
+    env.close()
+    assert "tiny-libero_spatial" in vla.shipped_policies()
+    with pytest.raises(FileNotFoundError, match="not one of the shipped policies \\['tiny-libero_spatial'\\]"):
+        vla.load_policy("no-such-policy")
