@@ -140,3 +140,21 @@ def test_training_evaluates_its_final_checkpoint(demo_dataset, tmp_path):
     summary = json.loads((tmp_path / "eval" / ckpt.name / "success.json").read_text())
     assert summary["episodes"] == 1 and summary["tasks"][0]["task"] == 0
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_video_frames_show_the_whole_instruction_at_a_watchable_size():
+    """Two 64x64 cameras become a 512x256 picture under a caption band; the longest LIBERO
+    instruction is wrapped into lines that each fit the frame, none of its words cut."""
+    import numpy as np
+
+    from envs.suites import get_suite
+    from eval_rollouts.videos import _font, caption_lines, compose_frame
+
+    longest = max((t.instruction for s in ("libero_10", "libero_90", "libero_goal") for t in get_suite(s).tasks), key=len)
+    images = {c: np.full((64, 64, 3), 90, np.uint8) for c in ("agentview", "robot0_eye_in_hand")}
+    frame = compose_frame(images, "FAILURE after 520 steps", longest, False)
+    lines = caption_lines(longest, 512)
+    assert frame.shape[1] == 512 and frame.shape[0] > 256 + 20 * len(lines)
+    assert " ".join(lines) == longest and len(lines) >= 2
+    assert all(_font().getlength(line) <= 512 - 8 for line in lines)
+    assert (frame[-256:] == 90).all()  # the cameras, scaled 4x, unchanged below the band
