@@ -2,7 +2,7 @@
 lowpoly), and the scripted expert's episodes/s as collection runs it (both cameras), fast vs
 lowpoly, side by side in one run.
 
-python bench/collect.py [steps=100] [episodes=3]
+python bench/collect.py [steps=100] [episodes=3] [--quick]
 Last line: RESULT steps_per_s_full=<f> steps_per_s_fast=<f> steps_per_s_lowpoly=<f> lowpoly_vs_fast=<f> ...
 """
 
@@ -14,6 +14,7 @@ import numpy as np
 from envs.episodes import make_expert, record_episode
 from envs.libero_env import LiberoEnv
 from envs.lowpoly import RENDER_QUALITIES
+from benchopts import options
 
 
 def steps_per_second(quality: str, steps: int) -> float:
@@ -42,8 +43,8 @@ def expert_episodes_per_second(quality: str, episodes: int) -> tuple[float, int]
 
 
 def main(argv):
-    opts = dict(a.split("=", 1) for a in argv)
-    steps, episodes = int(opts.get("steps", 100)), int(opts.get("episodes", 3))
+    opts = options(argv, {"steps": 100, "episodes": 3}, quick={"steps": 5, "episodes": 1})
+    steps, episodes = opts["steps"], opts["episodes"]
     rates = {q: steps_per_second(q, steps) for q in RENDER_QUALITIES}
     print("env steps/s, 2 cameras 128x128: " + ", ".join(f"{q} {r:.2f}" for q, r in rates.items()))
     eps = {}

@@ -5,7 +5,7 @@ does) and the same episodes, plus the share of the serial loop's time in the pol
 simulator. The engine also skips rendering inside a chunk (envs.LiberoEnv.step(render=False));
 the serial loop is timed that way too, so the two gains can be told apart.
 
-python bench/eval.py [episodes=24] [max_steps=80] [sizes=1,2,4,8] [chunk=8]
+python bench/eval.py [episodes=24] [max_steps=80] [sizes=1,2,4,8] [chunk=8] [--quick]
 Last line: RESULT batched8_vs_serial=<f> policy_vs_sim_time=<f> ...
 """
 
@@ -27,6 +27,7 @@ from policies import VLAPolicy
 from policies.backbone import build_backbone
 from policies.transforms import StateNormalizer
 from policies.vla_model import PolicySpec, VLAModel, extra_tokens
+from benchopts import options
 
 CAMERAS = ("agentview", "robot0_eye_in_hand")
 
@@ -71,19 +72,20 @@ def serial(policy, episodes, max_steps, skip_renders=False) -> tuple[float, floa
 
 
 def batched(policy, episodes, max_steps, n) -> float:
-    spec = EnvSpec("libero_spatial", CAMERAS, 128, True, max_steps)
+    spec = EnvSpec("libero_spatial", CAMERAS, 128, max_steps=max_steps)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         engine.run(policy, spec, episodes, ResultsLog(Path(d) / "e.jsonl"), num_envs=n, replan_steps=policy.spec.chunk_size)
         return time.perf_counter() - t0
 
 
-def main():
-    args = dict(a.split("=", 1) for a in sys.argv[1:])
-    n_eps, max_steps = int(args.get("episodes", 24)), int(args.get("max_steps", 80))
-    sizes = [int(x) for x in args.get("sizes", "1,2,4,8").split(",")]
+def main(argv):
+    args = options(argv, {"episodes": 24, "max_steps": 80, "sizes": "1,2,4,8", "chunk": 8},
+                   quick={"episodes": 2, "max_steps": 16, "sizes": "2"})
+    n_eps, max_steps = args["episodes"], args["max_steps"]
+    sizes = [int(x) for x in args["sizes"].split(",")]
     torch.set_num_threads(1)
-    policy = tiny_policy(int(args.get("chunk", 8)))
+    policy = tiny_policy(args["chunk"])
     episodes = [(0, k) for k in range(n_eps)]
     total, t_pol, t_sim = serial(policy, episodes, max_steps)
     print(f"serial: {n_eps / total:.3f} episodes/s; policy {t_pol:.1f} s, simulator {t_sim:.1f} s")
@@ -94,10 +96,9 @@ def main():
         secs = batched(policy, episodes, max_steps, n)  # includes starting the workers and building their envs
         ratios[n] = total / secs
         print(f"batched N={n}: {n_eps / secs:.3f} episodes/s, {ratios[n]:.2f}x serial")
-    extra = " ".join(f"batched{n}_vs_serial={r:.2f}" for n, r in ratios.items() if n != 8)
-    print(f"RESULT batched8_vs_serial={ratios.get(8, float('nan')):.2f} policy_vs_sim_time={t_pol / t_sim:.3f} "
-          f"render_skip_vs_serial={total / skip_total:.2f} {extra}")
+    ratio_keys = " ".join(f"batched{n}_vs_serial={r:.2f}" for n, r in sorted(ratios.items(), key=lambda kv: -kv[0]))
+    print(f"RESULT {ratio_keys} policy_vs_sim_time={t_pol / t_sim:.3f} render_skip_vs_serial={total / skip_total:.2f}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

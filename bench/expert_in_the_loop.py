@@ -12,7 +12,9 @@ vla.training.dagger.continue_training on the demonstrations plus their new data)
 
 python bench/expert_in_the_loop.py [checkpoint=checkpoints/tiny-libero_spatial] [episodes_per_task=10]
     [noise=0.2] [steps=1000] [lr=3e-4] [warmup=100] [rounds=1] [trials_per_task=20] [num_envs=2]
-    [out=outputs/expert_in_the_loop] [clean_data=...] [dart_data=...] [bc_eval=...]
+    [out=outputs/expert_in_the_loop] [clean_data=...] [dart_data=...] [bc_eval=...] [tasks=all] [--quick]
+--quick: the whole chain on task 0 at toy sizes (a 4-step policy of its own from one demonstration,
+one episode per arm, 2 training steps, one 8-step evaluation episode per arm): minutes, not hours.
 Last line: RESULT bc=<f> bc_more=<f> dart=<f> dagger=<f> dagger_minus_bc_more=<f> ci_low=<f> ci_high=<f> ...
 """
 
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from benchopts import options
 from eval_rollouts.results import newcombe, wilson
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
@@ -34,29 +37,51 @@ def config(name: str, *overrides: str):
         return compose(config_name=name, overrides=list(overrides))
 
 
+def toy_policy(out: Path) -> Path:
+    """--quick's starting policy: 4 steps of a byte-vocabulary tiny VLA on one demonstration."""
+    from vla.dataset.collection import collect_demos
+    from vla.train import train
+
+    data = collect_demos("libero_spatial", out / "data" / "base", 1, ["agentview"], 64, tasks=[0])
+    return train(config("config", "model.vocab=bytes", "head=parallel", "train.cameras=[agentview]", "suite.resolution=64",
+                        f"train.dataset={data}", "train.max_steps=4",
+                        "train.save_every=4", "train.eval_trials_per_task=0", f"train.output_dir={out / 'bc'}"))
+
+
 def main() -> None:
     from vla.dataset.collection import collect
     from vla.dataset.reader import load_info
     from vla.eval import evaluate
     from vla.training.dagger import continue_training, demonstrations, round_dir, run_dagger
 
-    args = dict(a.split("=", 1) for a in sys.argv[1:])
-    ckpt = Path(args.get("checkpoint", "checkpoints/tiny-libero_spatial"))
-    out = Path(args.get("out", "outputs/expert_in_the_loop"))
-    n, noise, rounds = int(args.get("episodes_per_task", 10)), float(args.get("noise", 0.2)), int(args.get("rounds", 1))
-    steps, lr, warmup = int(args.get("steps", 1000)), float(args.get("lr", 3e-4)), int(args.get("warmup", 100))
-    trials, num_envs = int(args.get("trials_per_task", 20)), args.get("num_envs", "2")
+    args = options(sys.argv[1:], {
+        "checkpoint": "checkpoints/tiny-libero_spatial", "out": "outputs/expert_in_the_loop", "episodes_per_task": 10,
+        "noise": 0.2, "rounds": 1, "steps": 1000, "lr": 3e-4, "warmup": 100, "trials_per_task": 20, "num_envs": "2",
+        "clean_data": "", "dart_data": "", "bc_eval": "", "tasks": "all"},
+        quick={"episodes_per_task": 1, "steps": 2, "warmup": 1, "trials_per_task": 1, "num_envs": "1", "tasks": "0"})
+    out = Path(args["out"])
+    n, noise, rounds = args["episodes_per_task"], args["noise"], args["rounds"]
+    steps, lr, warmup, trials, num_envs = args["steps"], args["lr"], args["warmup"], args["trials_per_task"], args["num_envs"]
+    tasks = [] if args["tasks"] == "all" else [f"tasks=[{args['tasks']}]"]
+    short = []  # quick: toy images and 8-step evaluation episodes
+    if args["quick"]:
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="expert_in_the_loop_quick_"))
+        args["checkpoint"] = str(toy_policy(out))
+        short = ["cameras=[agentview]", "resolution=64"]
+    ckpt = Path(args["checkpoint"])
 
     dagger_cfg = config("dagger", f"checkpoint={ckpt}", f"rounds={rounds}", f"episodes_per_task={n}",
                         f"steps_per_round={steps}", f"lr={lr}", f"warmup_steps={warmup}", f"num_envs={num_envs}",
-                        f"out={out / 'dagger'}")
+                        f"out={out / 'dagger'}", *tasks, *(["val_trials_per_task=1"] if args["quick"] else []))
     demos = demonstrations(dagger_cfg)
     # new demonstrations: seeds of their own (collection seed 1 and 2; the recipe's demos used 0)
-    new_data = {"bc_more": (Path(args.get("clean_data", out / "data" / "clean")), 0.0, 1),
-                "dart": (Path(args.get("dart_data", out / "data" / f"dart_{noise}")), noise, 2)}
+    new_data = {"bc_more": (Path(args["clean_data"] or out / "data" / "clean"), 0.0, 1),
+                "dart": (Path(args["dart_data"] or out / "data" / f"dart_{noise}"), noise, 2)}
     for root, std, seed in new_data.values():
         collect(config("collect", f"episodes_per_task={n * rounds}", "workers=2", f"seed={seed}", f"noise={std}",
-                       f"out={root}"))
+                       f"out={root}", *tasks, *short))
 
     run_dagger(dagger_cfg)  # rollouts, training and validation of every round
     checkpoints = {"bc": ckpt, "dagger": Path(json.loads((out / "dagger" / "rounds.json").read_text())[-1]["policy"])}
@@ -67,9 +92,10 @@ def main() -> None:
 
     success = {}
     for arm in ("bc", "bc_more", "dart", "dagger"):
-        eval_out = Path(args["bc_eval"]) if arm == "bc" and "bc_eval" in args else out / "eval" / arm
+        eval_out = Path(args["bc_eval"]) if arm == "bc" and args["bc_eval"] else out / "eval" / arm
         summary = evaluate(config("config", "eval.policy=checkpoint", f"eval.checkpoint={checkpoints[arm]}",
-                                  f"eval.trials_per_task={trials}", f"eval.num_envs={num_envs}", f"eval.out={eval_out}"))
+                                  f"eval.trials_per_task={trials}", f"eval.num_envs={num_envs}", f"eval.out={eval_out}",
+                                  *(f"eval.{t}" for t in tasks), *(["eval.max_steps=8"] if args["quick"] else [])))
         success[arm] = (summary["successes"], summary["episodes"])
 
     rows = ["| arm | new labelled frames | training steps after BC | success (95% CI) | vs BC (95% CI) | vs BC + more demos (95% CI) |",

@@ -2,8 +2,8 @@
 decoding (KV cache, constrained to action ids) vs one-pass `parallel` decoding, and training
 samples/s with the share of the step time spent loading data.
 
-python bench/inference.py [model=tiny_qwen2_5_vl] [chunk=8] [batch=4] [repeats=5] [dataset=PATH] [train_steps=40]
-Without dataset=, a 2-episode libero_spatial dataset is collected first (about a minute).
+python bench/inference.py [model=tiny_qwen2_5_vl] [chunk=8] [batch=4] [repeats=5] [dataset=PATH] [train_steps=40] [--quick]
+Without dataset=, a 2-episode libero_spatial dataset is collected first (about a minute; 1 episode with --quick).
 Last line: RESULT parallel_vs_ar_speedup=<f> data_loading_share=<f> ...
 """
 
@@ -22,6 +22,7 @@ from action_tokenizer import ActionStats
 from policies.backbone import build_backbone
 from policies.transforms import StateNormalizer
 from policies.vla_model import PolicySpec, VLAModel, extra_tokens
+from benchopts import options
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -61,27 +62,27 @@ def training_speed(dataset: str, steps: int) -> tuple[float, float]:
     return len(rows) * cfg.train.batch_size / step, data / step
 
 
-def main():
-    args = dict(a.split("=", 1) for a in sys.argv[1:])
-    model_name, chunk = args.get("model", "tiny_qwen2_5_vl"), int(args.get("chunk", 8))
-    batch, repeats = int(args.get("batch", 4)), int(args.get("repeats", 5))
+def main(argv):
+    args = options(argv, {"model": "tiny_qwen2_5_vl", "chunk": 8, "batch": 4, "repeats": 5, "dataset": None,
+                          "train_steps": 40, "episodes": 2}, quick={"repeats": 1, "episodes": 1})
+    model_name, chunk, batch, repeats = args["model"], args["chunk"], args["batch"], args["repeats"]
     torch.set_num_threads(1)
     ar = seconds_per_action(model_name, "tokens", chunk, batch, repeats)
     par = seconds_per_action(model_name, "parallel", chunk, batch, repeats)
     print(f"{model_name}, chunk {chunk}, batch {batch}: tokens (autoregressive, KV cache) {ar * 1e3:.2f} ms/action, "
           f"parallel {par * 1e3:.2f} ms/action")
-    dataset = args.get("dataset")
+    dataset = args["dataset"]
     tmp = None
     if dataset is None:
         from vla.dataset.collection import collect_demos
 
         tmp = tempfile.TemporaryDirectory()
-        dataset = collect_demos("libero_spatial", Path(tmp.name) / "ds", 2, ["agentview", "robot0_eye_in_hand"], 128, tasks=[0])
-    sps, share = training_speed(dataset, int(args.get("train_steps", 40)))
+        dataset = collect_demos("libero_spatial", Path(tmp.name) / "ds", args["episodes"], ["agentview", "robot0_eye_in_hand"], 128, tasks=[0])
+    sps, share = training_speed(dataset, args["train_steps"])
     print(f"training (tokens head, batch 8): {sps:.1f} samples/s, data loading {share:.1%} of the step time")
     print(f"RESULT parallel_vs_ar_speedup={ar / par:.2f} data_loading_share={share:.3f} "
           f"ms_per_action_tokens={ar * 1e3:.2f} ms_per_action_parallel={par * 1e3:.2f} train_samples_per_s={sps:.1f}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -5,7 +5,8 @@ checkpoint with the best validation success: the one to evaluate on the protocol
 A run continued from another one's checkpoint (`train.init_from`) is chained after it:
 run=first,second counts the second run's samples and hours on top of the first's.
 
-python bench/learning_curve.py [run=outputs/train/libero_spatial-cpu-recipe[,continued run...]] [png=docs/learning_curve.png]
+python bench/learning_curve.py [run=outputs/train/libero_spatial-cpu-recipe[,continued run...]] [png=docs/learning_curve.png] [--quick]
+--quick: the curve of a tiny run made for it (one demonstration, 4 steps, validated at steps 2 and 4 on one short episode).
 Last line: RESULT best_step=<n> best_validation_success=<f> samples=<n> cpu_hours=<f>
 """
 
@@ -16,13 +17,37 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from benchopts import options
 from eval_rollouts.results import wilson
 
 
+def tiny_run(folder: Path) -> Path:
+    """A real training run small enough for --quick, with validation at steps 2 and 4."""
+    from hydra import compose, initialize_config_dir
+
+    from vla.dataset.collection import collect_demos
+    from vla.train import train
+
+    data = collect_demos("libero_spatial", folder / "data", 1, ["agentview"], 64, tasks=[0])
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "model.vocab=bytes", "train.cameras=[agentview]", "suite.resolution=64", f"train.dataset={data}",
+            "train.max_steps=4", "train.save_every=2", "train.eval_every=2", "train.eval_trials_per_task=1",
+            "train.eval_layouts=random", "eval.tasks=[0]", "eval.max_steps=8", "eval.num_envs=1", "eval.save_videos=0",
+            f"train.output_dir={folder / 'run'}"])
+    train(cfg)
+    return folder / "run"
+
+
 def main(argv):
-    opts = dict(a.split("=", 1) for a in argv)
-    runs = [Path(r) for r in opts.get("run", "outputs/train/libero_spatial-cpu-recipe").split(",")]
-    png = Path(opts.get("png", "docs/learning_curve.png"))
+    opts = options(argv, {"run": "outputs/train/libero_spatial-cpu-recipe", "png": "docs/learning_curve.png"})
+    if opts["quick"]:
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="learning_curve_quick_"))
+        opts.update(run=str(tiny_run(folder)), png=str(folder / "curve.png"))
+    runs = [Path(r) for r in opts["run"].split(",")]
+    png = Path(opts["png"])
     points, starts = [], []  # (run, step, samples, CPU hours, successes, episodes); where each run begins
     samples0 = hours0 = 0.0
     for run in runs:

@@ -8,7 +8,7 @@ side by side in one run on LIBERO-Spatial task 0, init state 0, two 128x128 came
   (identical physics is checked on the way: the states must match exactly);
 - a side-by-side picture (fast | lowpoly, both cameras) written to docs/render_lowpoly.png.
 
-python bench/render.py [steps=60] [frames=60] [task=0]
+python bench/render.py [steps=60] [frames=60] [task=0] [png=docs/render_lowpoly.png] [--quick]
 Last line: RESULT render_speedup=<f> step_speedup=<f> psnr=<f> ...
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from envs.libero_env import LiberoEnv
 from envs.suites import CAMERAS
+from benchopts import options
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -59,8 +60,9 @@ def run(quality: str, task: int, steps: int, frames: int) -> dict:
 
 
 def main(argv):
-    opts = dict(a.split("=", 1) for a in argv)
-    steps, frames, task = int(opts.get("steps", 60)), int(opts.get("frames", 60)), int(opts.get("task", 0))
+    opts = options(argv, {"steps": 60, "frames": 60, "task": 0, "png": "docs/render_lowpoly.png"},
+                   quick={"steps": 4, "frames": 4, "png": ""})  # quick: no picture
+    steps, frames, task = opts["steps"], opts["frames"], opts["task"]
     full = run("full", task, steps, frames)
     fast = run("fast", task, steps, frames)
     low = run("lowpoly", task, steps, frames)
@@ -72,14 +74,15 @@ def main(argv):
         print(f"{name:8s} visible mesh faces {r['faces']:7d}  frame {r['frame_ms']:6.1f} ms  step (2 cameras) "
               f"{r['step_ms']:6.1f} ms  physics-only step {r['physics_ms']:5.1f} ms  build+reset {r['build_s']:.1f} s")
     print(f"physics identical: {same_physics}; images: PSNR {p:.1f} dB, mean |difference| {mad:.2f} / 255")
-    out = Path(__file__).resolve().parents[1] / "docs" / "render_lowpoly.png"
-    out.parent.mkdir(exist_ok=True)
-    from PIL import Image
+    if opts["png"]:
+        out = Path(__file__).resolve().parents[1] / opts["png"]
+        out.parent.mkdir(exist_ok=True)
+        from PIL import Image
 
-    k = len(fast["images"]) // 2
-    row = lambda imgs: np.concatenate([imgs[c] for c in CAMERAS], axis=1)  # noqa: E731
-    Image.fromarray(np.concatenate([row(fast["images"][k]), row(low["images"][k])], axis=0)).resize((512, 512)).save(out)
-    print(f"picture (top: fast, bottom: lowpoly; agentview | wrist): {out}")
+        k = len(fast["images"]) // 2
+        row = lambda imgs: np.concatenate([imgs[c] for c in CAMERAS], axis=1)  # noqa: E731
+        Image.fromarray(np.concatenate([row(fast["images"][k]), row(low["images"][k])], axis=0)).resize((512, 512)).save(out)
+        print(f"picture (top: fast, bottom: lowpoly; agentview | wrist): {out}")
     print(f"RESULT render_speedup={fast['frame_ms'] / low['frame_ms']:.2f} step_speedup={fast['step_ms'] / low['step_ms']:.2f} "
           f"psnr={p:.1f} mad={mad:.2f} frame_ms_fast={fast['frame_ms']:.1f} frame_ms_lowpoly={low['frame_ms']:.1f} "
           f"physics_identical={int(same_physics)} lowpoly_vs_full_frame={full['frame_ms'] / low['frame_ms']:.2f}")

@@ -11,7 +11,7 @@ one run, with two 128x128 cameras.
   soft reset used to get wrong by 43 cm): ms per reset over `resets` seeds in a row; off = how far
   (mm) any body stands from where a new env puts it for the same seed.
 
-python bench/reset.py [resets=10]
+python bench/reset.py [resets=10] [--quick]
 Last line: RESULT reset_hard_ms=<f> reset_soft_ms=<f> speedup=<f> drift_hard_mm=<f> drift_soft_mm=<f>
            fresh_hard_ms=<f> fresh_soft_ms=<f> fresh_speedup=<f> fresh_off_hard_mm=<f> fresh_off_soft_mm=<f>
 """
@@ -23,6 +23,7 @@ import numpy as np
 
 from envs.libero_env import LiberoEnv
 from envs.suites import CAMERAS
+from benchopts import options
 
 FRESH_SEEDS = (1_000, 1_001, 1_002)  # the new-env references (each a new env: ~3 s)
 
@@ -66,8 +67,7 @@ def fresh_layouts(hard: bool, resets: int, reference: dict[int, np.ndarray]) -> 
 
 
 def main() -> None:
-    args = dict(a.split("=", 1) for a in sys.argv[1:])
-    resets = int(args.get("resets", 10))
+    resets = options(sys.argv[1:], {"resets": 10}, quick={"resets": 2})["resets"]
     reference = {}
     for seed in FRESH_SEEDS:
         env = LiberoEnv("libero_spatial", 7, cameras=CAMERAS, resolution=128)

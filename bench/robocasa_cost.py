@@ -3,7 +3,7 @@ cameras switched off, as for the unseen steps of an action chunk) vs three 128x1
 render setting (full: RoboCasa's own; fast; lowpoly), a reset (RoboCasa rebuilds the kitchen every
 episode), and the scripted expert's episodes (lowpoly, as collection renders).
 
-.venv-robocasa/bin/python bench/robocasa_cost.py [steps=60] [episodes=2] [task=TurnOffMicrowave]
+.venv-robocasa/bin/python bench/robocasa_cost.py [steps=60] [episodes=2] [resets=3] [task=TurnOffMicrowave] [--quick]
 Uses $ROBOCASA_ASSETS_PATH, or writes stand-ins (envs.robocasa_standins) into a temporary folder.
 Last line: RESULT reset_s=<f> step_ms_physics=<f> step_ms_full=<f> step_ms_fast=<f> step_ms_lowpoly=<f> full_vs_lowpoly=<f> ...
 """
@@ -18,13 +18,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # RoboCasa's interpreter does not have our package installed
 if "ROBOCASA_ASSETS_PATH" not in os.environ:  # read by robocasa at import: set before anything imports it
-    from envs.robocasa_standins import write_standins
+    # written by another process: importing envs.robocasa_standins here would import robocasa first
+    import subprocess
 
-    os.environ["ROBOCASA_ASSETS_PATH"] = str(write_standins(tempfile.mkdtemp(prefix="robocasa_standins_")))
+    standins = tempfile.mkdtemp(prefix="robocasa_standins_")
+    subprocess.run([sys.executable, "-m", "envs.robocasa_standins", standins], check=True, stdout=subprocess.DEVNULL,
+                   cwd=Path(__file__).resolve().parents[1])
+    os.environ["ROBOCASA_ASSETS_PATH"] = standins
 
 from envs.episodes import run_expert_episode  # noqa: E402
 from envs.lowpoly import RENDER_QUALITIES  # noqa: E402
 from envs.robocasa_env import CAMERAS, RoboCasaEnv  # noqa: E402
+from benchopts import options  # noqa: E402
 
 
 def ms_per_step(env: RoboCasaEnv, steps: int, render: bool) -> float:
@@ -36,12 +41,13 @@ def ms_per_step(env: RoboCasaEnv, steps: int, render: bool) -> float:
 
 
 def main(argv):
-    opts = dict(a.split("=", 1) for a in argv)
-    steps, episodes, task = int(opts.get("steps", 60)), int(opts.get("episodes", 2)), opts.get("task", "TurnOffMicrowave")
+    opts = options(argv, {"steps": 60, "episodes": 2, "resets": 3, "task": "TurnOffMicrowave"},
+                   quick={"steps": 4, "episodes": 1, "resets": 1})
+    steps, episodes, task = opts["steps"], opts["episodes"], opts["task"]
     resets, per_step = [], {}
     for quality in RENDER_QUALITIES:
         env = RoboCasaEnv(task, resolution=128, render_quality=quality)
-        for k in range(3):
+        for k in range(opts["resets"]):
             t0 = time.perf_counter()
             env.reset(init_state_index=k)
             resets.append(time.perf_counter() - t0)

@@ -3,7 +3,7 @@ by side in one run on this machine: the batched engine with the scripted expert 
 two 128x128 cameras), its episodes per second with `backend=local` and with `backend=ray` (the
 actors on a local Ray started for the run, each owning a worker process as on a cluster node).
 
-python bench/scale.py [workers=2] [episodes=8] [max_steps=120]
+python bench/scale.py [workers=2] [episodes=8] [max_steps=120] [--quick]
 Last line: RESULT local_eps_per_s=<f> ray_eps_per_s=<f> ray_overhead=<f> (local time / Ray time per episode; goal <= 1.15)
 """
 
@@ -18,6 +18,7 @@ from eval_rollouts import engine
 from eval_rollouts.engine import ExpertPolicy
 from eval_rollouts.results import ResultsLog
 from eval_rollouts.worker import EnvSpec
+from benchopts import options
 
 
 def episodes_per_second(backend: str, spec: EnvSpec, episodes: list, workers: int, folder: Path) -> float:
@@ -29,8 +30,8 @@ def episodes_per_second(backend: str, spec: EnvSpec, episodes: list, workers: in
 
 
 def main(argv):
-    opts = dict(a.split("=", 1) for a in argv)
-    workers, n, max_steps = int(opts.get("workers", 2)), int(opts.get("episodes", 8)), int(opts.get("max_steps", 120))
+    opts = options(argv, {"workers": 2, "episodes": 8, "max_steps": 120}, quick={"episodes": 2, "max_steps": 10})
+    workers, n, max_steps = opts["workers"], opts["episodes"], opts["max_steps"]
     spec = EnvSpec("libero_spatial", ("agentview", "robot0_eye_in_hand"), 128, expert=True, max_steps=max_steps)
     episodes = [(t, k) for k in range(n) for t in range(2)][:n]
     ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)  # started before timing

@@ -67,10 +67,10 @@ def main() -> None:
     from bench.eval import tiny_policy  # the same tiny VLA as the rollout benchmark
     from vla.deploy.server import PolicyServer
 
-    args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
-    quick = "--quick" in sys.argv
-    seconds = float(args.get("seconds", 5 if quick else 15))
-    soak_s = float(args.get("soak_s", 30 if quick else 600))
+    from benchopts import options
+
+    args = options(sys.argv[1:], {"seconds": 15.0, "soak_s": 600.0}, quick={"seconds": 2.0, "soak_s": 5.0})
+    seconds, soak_s = args["seconds"], args["soak_s"]
     torch.manual_seed(0)
     torch.set_num_threads(1)  # the same for in-process and served calls; the other core runs the clients
     policy = tiny_policy(8)

@@ -9,7 +9,9 @@ one run, through the real training loop (data loading, encode, forward, backward
   model (hidden 128 x 4 layers, vision 128 x 4);
 - the recipe's path with the earlier model's sizes (what the path gains apart from capacity).
 
-python bench/train_throughput.py [dataset=data/libero_spatial_50] [steps=30]
+python bench/train_throughput.py [dataset=data/libero_spatial_50] [steps=30] [--quick]
+Without that dataset (a fresh clone), a small one is collected first into data/throughput_bench
+(2 tasks x 2 scripted episodes, both 128x128 cameras; ~1 min, then reused). --quick: 3 steps each.
 Last line: RESULT speedup=<f> samples_per_s=<f> samples_per_s_before=<f> ...
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from hydra import compose, initialize_config_dir
 
+from benchopts import options
 from vla.train import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -50,14 +53,23 @@ def samples_per_second(overrides: list[str], dataset: str, steps: int, warmup: i
         return cfg.train.batch_size / step_s.mean(), data_s.sum() / step_s.sum()
 
 
+def small_dataset() -> str:
+    """The bench's own data when none is given: a few real scripted episodes (collected once)."""
+    from vla.dataset.collection import collect_demos
+
+    root = Path(__file__).resolve().parents[1] / "data" / "throughput_bench"
+    return str(collect_demos("libero_spatial", root, 2, ["agentview", "robot0_eye_in_hand"], 128, tasks=[0, 1]))
+
+
 def main(argv):
-    opts = dict(a.split("=", 1) for a in argv)
-    dataset, steps = opts.get("dataset", "data/libero_spatial_50"), int(opts.get("steps", 30))
+    opts = options(argv, {"dataset": "data/libero_spatial_50", "steps": 30, "warmup": 5}, quick={"steps": 3, "warmup": 2})
+    dataset, steps, warmup = opts["dataset"], opts["steps"], opts["warmup"]
     if not (Path(dataset) / "meta" / "info.json").is_file():
-        raise SystemExit(f"bench/train_throughput.py: no dataset at {dataset} (collect one with vla.collect, or pass dataset=)")
-    before, _ = samples_per_second(BEFORE, dataset, steps)
-    recipe, data_share = samples_per_second(RECIPE, dataset, steps)
-    small, _ = samples_per_second(RECIPE_SMALL, dataset, steps)
+        print(f"no dataset at {dataset}: using the bench's own small one")
+        dataset = small_dataset()
+    before, _ = samples_per_second(BEFORE, dataset, steps, warmup)
+    recipe, data_share = samples_per_second(RECIPE, dataset, steps, warmup)
+    small, _ = samples_per_second(RECIPE_SMALL, dataset, steps, warmup)
     print(f"recipe vs before: {recipe / before:.2f}x; vs the PIL-processor path's {PIL_REFERENCE} samples/s: "
           f"{recipe / PIL_REFERENCE:.2f}x; the recipe's path on the earlier model sizes: {small:.1f} samples/s "
           f"({small / before:.2f}x before, {small / PIL_REFERENCE:.2f}x the PIL reference)")
