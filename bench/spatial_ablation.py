@@ -26,6 +26,9 @@ python bench/spatial_ablation.py [arms=tuned,cotrained] [threads=2] [train_only=
     [spatial_data=data/spatial/libero_spatial_grounding] [spatial_samples=24000] [spatial_steps=3000]
     [cotrain=0.25] [dataset=data/libero_spatial_50] [eval_step=6000] [trials_per_task=50]
     [num_envs=auto] [retrain_untuned=false] [spatial_eval_questions=1000] [out=outputs/spatial_ablation]
+    [first_steps=4000] [cont_steps=7000] [tasks=all] [--quick]
+--quick: every stage at toy sizes in a temporary folder (one demonstration, a few dozen questions, 2-4
+training steps per run, all three arms retrained, one 8-step evaluation episode each): minutes.
 Last line: RESULT success_untuned=<f> success_tuned=<f> success_cotrained=<f> delta_tuned=<f>
     delta_tuned_ci_low=<f> delta_tuned_ci_high=<f> delta_cotrained=<f> ... pointing_untuned=<f> pointing_tuned=<f>
 """
@@ -40,6 +43,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from benchopts import options
 from eval_rollouts.results import newcombe, wilson
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,7 +153,8 @@ def demonstrations_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def train_arm(arm: str, out: Path, dataset: str, threads: int, eval_step: int, extra: list[str]) -> Path:
+def train_arm(arm: str, out: Path, dataset: str, threads: int, eval_step: int, extra: list[str],
+              first_steps: int = 4000, cont_steps: int = 7000) -> Path:
     """The recipe's two runs: 4,000 steps, then 7,000 from its step 4,000 (new warmup and cosine),
     stopped at `eval_step`: the policy the evaluation takes. Both learn from the same
     demonstrations, checked by digest when the runs fall in different sessions."""
@@ -159,6 +164,7 @@ def train_arm(arm: str, out: Path, dataset: str, threads: int, eval_step: int, e
     if (PUBLISHED / arm / "model.safetensors").is_file():
         return PUBLISHED / arm
     common = ["recipe=cpu", f"train.dataset={dataset}", "train.eval_trials_per_task=0", "train.save_every=500",
+              f"train.max_steps={first_steps}",
               f"train.num_threads={threads}", *extra]
     demos = demonstrations_digest(ensure_dataset(config("config", *common)))
     first = published(f"{arm}_first", lambda: train(config("config", *common, f"train.output_dir={out / 'first'}")), demos)
@@ -166,7 +172,7 @@ def train_arm(arm: str, out: Path, dataset: str, threads: int, eval_step: int, e
     if recorded != demos:
         sys.exit(f"{dataset} is not the dataset {first} learned from (demonstrations digest {demos[:12]} vs "
                  f"{recorded[:12]}): the expert or the collection changed; retrain the arm (delete {first})")
-    return published(arm, lambda: train(config("config", *common, f"train.init_from={first}", "train.max_steps=7000",
+    return published(arm, lambda: train(config("config", *common, f"train.init_from={first}", f"train.max_steps={cont_steps}",
                                                f"train.stop_at={eval_step}", f"train.output_dir={out / 'cont'}")), demos)
 
 
@@ -177,41 +183,58 @@ def main() -> None:
     from vla.spatial.questions import GROUNDING
     from vla.train import train
 
-    args = dict(a.split("=", 1) for a in sys.argv[1:])
-    out = Path(args.get("out", "outputs/spatial_ablation"))
-    arms = args.get("arms", "tuned,cotrained").split(",")
-    threads = int(args.get("threads", 2))
-    dataset = args.get("dataset", "data/libero_spatial_50")
-    spatial_data = args.get("spatial_data", "data/spatial/libero_spatial_grounding")
-    eval_step = int(args.get("eval_step", 6000))
-    retrain_untuned = args.get("retrain_untuned", "false") == "true"
+    global PUBLISHED, RESULTS
+    args = options(sys.argv[1:], {
+        "out": "outputs/spatial_ablation", "arms": "tuned,cotrained", "threads": 2, "dataset": "data/libero_spatial_50",
+        "spatial_data": "data/spatial/libero_spatial_grounding", "spatial_samples": 24000, "spatial_steps": 3000,
+        "cotrain": 0.25, "eval_step": 6000, "first_steps": 4000, "cont_steps": 7000, "trials_per_task": 50,
+        "num_envs": "auto", "retrain_untuned": False, "train_only": False, "spatial_eval_questions": 1000, "tasks": "all"},
+        quick={"spatial_samples": 30, "spatial_steps": 2, "eval_step": 4, "first_steps": 2, "cont_steps": 4,
+               "trials_per_task": 1, "num_envs": "1", "retrain_untuned": True, "spatial_eval_questions": 4, "tasks": "0"})
+    spatial_gen = [f"task_types=[{','.join(GROUNDING)}]"]
+    eval_extra = [] if args["tasks"] == "all" else [f"eval.tasks=[{args['tasks']}]"]
+    if args["quick"]:  # a folder of its own: never the published arms or the shipped demonstrations
+        import tempfile
+
+        from vla.dataset.collection import collect_demos
+
+        tmp = Path(tempfile.mkdtemp(prefix="spatial_ablation_quick_"))
+        PUBLISHED, RESULTS = tmp / "published", tmp / "results"
+        args.update(out=str(tmp / "out"), spatial_data=str(tmp / "spatial"), dataset=str(
+            collect_demos("libero_spatial", tmp / "demos", 1, ["agentview", "robot0_eye_in_hand"], 128, tasks=[0])))
+        spatial_gen += ["scenes_per_shard=2", "test_every=2"]
+        eval_extra += ["eval.max_steps=8"]
+    out, arms, threads = Path(args["out"]), args["arms"].split(","), args["threads"]
+    dataset, spatial_data, eval_step = args["dataset"], args["spatial_data"], args["eval_step"]
+    retrain_untuned = args["retrain_untuned"]
     times = {}
 
     t0 = time.time()
-    generate(config("spatial", f"samples={args.get('spatial_samples', 24000)}", f"out={spatial_data}",
-                    f"task_types=[{','.join(GROUNDING)}]"))
+    generate(config("spatial", f"samples={args['spatial_samples']}", f"out={spatial_data}", *spatial_gen))
     times["spatial data"] = time.time() - t0
 
     stage = None
-    train_only = args.get("train_only", "false") == "true"
+    train_only = args["train_only"]
     if "tuned" in arms or not train_only:  # the report needs the stage's checkpoint too
         t0 = time.time()
         packed = PUBLISHED / "spatial_stage"
         if not (packed / "packed.safetensors").is_file():
             pack_stage(train(config(
                 "config", "stage=spatial", "recipe=cpu", f"train.dataset={spatial_data}",
-                f"train.max_steps={args.get('spatial_steps', 3000)}", "train.warmup_steps=100", "train.save_every=500",
-                "train.eval_every=1000", f"train.num_threads={threads}", f"train.output_dir={out / 'spatial_stage'}")),
+                f"train.max_steps={args['spatial_steps']}", "train.warmup_steps=100", "train.save_every=500",
+                "train.eval_every=1000", f"train.num_threads={threads}", f"train.output_dir={out / 'spatial_stage'}",
+                *(["train.eval_questions=4"] if args["quick"] else []))),
                 packed, spatial_data)
         stage = unpack_stage(packed, out / "spatial_stage_backbone", spatial_data)
         times["spatial stage"] = time.time() - t0
     extra = {"tuned": [f"backbone_checkpoint={stage}"],
-             "cotrained": [f"train.cotrain_spatial={args.get('cotrain', 0.25)}", f"train.spatial_dataset={spatial_data}"],
+             "cotrained": [f"train.cotrain_spatial={args['cotrain']}", f"train.spatial_dataset={spatial_data}"],
              "untuned": []}
     checkpoints = {"untuned": SHIPPED}
     for arm in arms + (["untuned"] if retrain_untuned else []):
         t0 = time.time()
-        checkpoints[arm] = train_arm(arm, out / arm, dataset, threads, eval_step, extra[arm])
+        checkpoints[arm] = train_arm(arm, out / arm, dataset, threads, eval_step, extra[arm], args["first_steps"],
+                                     args["cont_steps"])
         times[f"{arm} action training"] = time.time() - t0
     if train_only:
         return
@@ -228,8 +251,8 @@ def main() -> None:
     success = {}
     for arm in ("untuned", "tuned", "cotrained"):
         summary = evaluate(config("config", "eval.policy=checkpoint", f"eval.checkpoint={checkpoints[arm]}",
-                                  f"eval.trials_per_task={args.get('trials_per_task', 50)}",
-                                  f"eval.num_envs={args.get('num_envs', 'auto')}", f"eval.out={out / arm / 'eval'}"))
+                                  f"eval.trials_per_task={args['trials_per_task']}",
+                                  f"eval.num_envs={args['num_envs']}", f"eval.out={out / arm / 'eval'}", *eval_extra))
         success[arm] = (summary["successes"], summary["episodes"])
 
     # the spatial benchmark (held-out tasks) of the recipe's backbone, untuned (seed 0) and tuned
@@ -239,7 +262,7 @@ def main() -> None:
     for name, ckpt in (("untuned", "null"), ("tuned", stage)):
         bench[name] = spatial_eval(config("spatial_eval", *model, f"checkpoint={ckpt}", f"dataset={spatial_data}",
                                           f"resolution={recipe.train.resolution}",
-                                          f"max_questions={args.get('spatial_eval_questions', 1000)}",
+                                          f"max_questions={args['spatial_eval_questions']}",
                                           f"out={out / 'spatial_eval' / name}"))["overall"]
     (out / "result.json").write_text(json.dumps({"success": success, "spatial_benchmark": bench}, indent=2))
 

@@ -1,5 +1,6 @@
 """Benches cannot rot: each runs end to end in its quick mode (`--quick`: tiny sizes, the real
-code paths) and prints its `RESULT key=value ...` line last. Slow as a set (~8 min): `-m slow`."""
+code paths) and prints its `RESULT key=value ...` line last. Slow as a set (~20 min: the two orchestration benches
+chain collection, training and evaluation, ~4 min each): `-m slow`."""
 
 import os
 import re
@@ -11,17 +12,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHES = sorted(p.name for p in (REPO / "bench").glob("*.py") if p.name != "benchopts.py")
-# orchestration benches whose quick mode is not built yet (each chains collection, several
-# training runs and protocol evaluations over every task): listed, so a new bench cannot join them
-NO_QUICK_MODE_YET = {"expert_in_the_loop.py", "spatial_ablation.py"}
 RESULT_LINE = re.compile(r"^RESULT( [A-Za-z0-9_]+=\S+)+$")
 
 
 def test_every_bench_has_a_quick_mode_and_named_options():
     for name in BENCHES:
         text = (REPO / "bench" / name).read_text()
-        has_quick = "--quick" in text and "options(" in text
-        assert has_quick or name in NO_QUICK_MODE_YET, f"bench/{name} has no --quick mode (bench/benchopts.py)"
+        assert "--quick" in text and "options(" in text, f"bench/{name} has no --quick mode (bench/benchopts.py)"
 
 
 def test_bench_options_name_what_is_wrong(monkeypatch):
@@ -38,7 +35,7 @@ def test_bench_options_name_what_is_wrong(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [b for b in BENCHES if b not in NO_QUICK_MODE_YET])
+@pytest.mark.parametrize("name", BENCHES)
 def test_bench_quick_mode_runs_and_reports(name):
     python = sys.executable
     if name == "robocasa_cost.py":
