@@ -102,6 +102,34 @@ def _patch_embed_as_matmul(embed: nn.Module) -> None:
     embed.forward = forward
 
 
+def _batch_equal_windows(attn: nn.Module) -> None:
+    """The Qwen vision towers attend within windows (Qwen2.5-VL) or whole images; outside flash
+    attention HF runs one attention call per window: 64 small calls per block for a batch of 32
+    two-camera samples at 112 px. When every window has the same length (images of one size), one
+    batched call over [windows, heads, length, dim] computes the same thing. Other cases (and
+    flash attention, which takes the packed sequence itself) go through HF's forward unchanged."""
+    import sys
+
+    from transformers.utils.generic import is_flash_attention_requested
+
+    inner = attn.forward
+    rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision
+
+    def forward(hidden_states: torch.Tensor, cu_seqlens: torch.Tensor, position_embeddings=None, **kwargs):
+        lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+        if (is_flash_attention_requested(attn.config) or position_embeddings is None or not len(lengths)
+                or bool((lengths != lengths[0]).any())):
+            return inner(hidden_states, cu_seqlens, position_embeddings=position_embeddings, **kwargs)
+        S, n, L = hidden_states.shape[0], len(lengths), int(lengths[0])
+        q, k, v = attn.qkv(hidden_states).reshape(S, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        q, k = rotary(q, k, *position_embeddings)
+        q, k, v = (t.reshape(n, L, attn.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, scale=attn.scaling)  # no mask: each window attends to itself
+        return attn.proj(out.transpose(1, 2).reshape(S, -1))
+
+    attn.forward = forward
+
+
 class VLAModel(nn.Module):
     def __init__(self, backbone: Backbone, spec: PolicySpec, action_stats: ActionStats,
                  state_normalizer: StateNormalizer | None = None):
@@ -152,6 +180,8 @@ class VLAModel(nn.Module):
         for module in self.lm.modules():
             if type(module).__name__.endswith("VisionPatchEmbed"):
                 _patch_embed_as_matmul(module)
+            elif type(module).__name__.endswith("VisionAttention") and hasattr(module, "qkv"):
+                _batch_equal_windows(module)
 
     # -- inputs ------------------------------------------------------------------------------
     def _inject_embeddings(self, module, args, out):

@@ -32,7 +32,7 @@ def obs_batch(ds: LeRobotDataset, indices, cameras) -> dict:
 
 
 def tiny_model(family="qwen2_5_vl", vocab="bytes", **spec) -> VLAModel:
-    spec = PolicySpec(resolution=64, **spec)
+    spec = PolicySpec(**{"resolution": 64, **spec})
     cfg = OmegaConf.to_container(load_config(f"model=tiny_{family}").model)
     cfg["vocab"] = vocab
     acts = np.random.default_rng(0).uniform(-1, 1, (64, 7)).astype(np.float32)

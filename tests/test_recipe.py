@@ -50,6 +50,35 @@ def test_patch_embedding_as_matmul_equals_the_conv3d():
     torch.testing.assert_close(embed(x), conv, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_batched_window_attention_equals_hfs_per_window_loop(family):
+    """The vision tower with one attention call over all equal windows (Qwen2.5-VL: 4 windows per
+    112 px image and whole images in its last block) gives HF's per-window result, forward and backward."""
+    from test_policy import random_obs
+
+    model = tiny_model(family, resolution=112)
+    visual = model.lm.model.visual
+    attns = [m for m in visual.modules() if type(m).__name__.endswith("VisionAttention")]
+    batch = model.encode(random_obs(2, 112)["images"], None if not model.spec.use_state else np.zeros((2, 8)),
+                         ["a", "b"])
+    pix, grid = batch["pixel_values"].requires_grad_(True), batch["image_grid_thw"]
+
+    def run():
+        pix.grad = None
+        out = visual(pix, grid_thw=grid)
+        out = out.pooler_output if hasattr(out, "pooler_output") else out
+        out = torch.cat(out) if isinstance(out, (list, tuple)) else out
+        out.square().sum().backward()
+        return out.detach(), pix.grad.clone()
+
+    batched = run()
+    for m in attns:
+        del m.forward  # HF's own forward again
+    loop = run()
+    torch.testing.assert_close(batched[0], loop[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batched[1], loop[1], atol=1e-5, rtol=1e-5)
+
+
 def test_recipe_trains_with_frozen_embeddings_and_ships_a_compact_checkpoint(demo_dataset, tmp_path):
     """Frozen text embeddings are left out of AdamW; the checkpoint keeps only the vocabulary rows
     the prompts use (real 151k vocabulary: a few MB instead of ~160), and reloads to identical actions."""
