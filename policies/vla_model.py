@@ -6,7 +6,8 @@ Heads (`spec.head`):
 - "parallel": OpenVLA-OFT. The prompt is followed by 7*H placeholder tokens with learned
   embeddings that attend to each other both ways; one forward pass gives the whole chunk, read
   out either as action-token logits (`output: tokens`) or by an MLP regressing normalised
-  actions under an L1 loss (`output: l1`).
+  actions under an L1 loss (`output: l1`). With `queries: steps` (L1 only) there is one
+  placeholder per chunk step, regressing its 7 numbers: H instead of 7*H tokens.
 Only the LM-head rows of the 256 action tokens (and the end token) are ever multiplied: with the
 real 151k vocabulary the full head would dominate the cost.
 """
@@ -28,6 +29,7 @@ from .transforms import StateNormalizer, camera_images, crop_and_resize, prompt_
 
 HEADS = ("tokens", "parallel")
 OUTPUTS = ("tokens", "l1")
+QUERIES = ("dims", "steps")  # parallel head: one placeholder per action number (OFT) or per chunk step
 
 
 @dataclass
@@ -48,6 +50,7 @@ class PolicySpec:
     camera_resolution: int | None = None
     crop_scale: float = 1.0  # area share of the image crop: random in training, the centre at inference
     binarize_gripper: bool = True  # un-normalised dimensions (the gripper) snap to -1 / +1, as OpenVLA's LIBERO eval does
+    queries: str = "dims"  # parallel head: dims = chunk x 7 placeholders (OpenVLA-OFT), steps = chunk (L1 only)
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -56,6 +59,10 @@ class PolicySpec:
             raise ValueError(f"parallel head output must be one of {OUTPUTS}, not {self.output!r}")
         if self.head == "tokens" and self.output != "tokens":
             raise ValueError("the tokens head has token output only; output: l1 needs head: parallel")
+        if self.queries not in QUERIES:
+            raise ValueError(f"parallel head queries must be one of {QUERIES}, not {self.queries!r}")
+        if self.queries == "steps" and (self.head, self.output) != ("parallel", "l1"):
+            raise ValueError("queries: steps (one placeholder per chunk step) needs head: parallel with output: l1")
         if int(self.chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, not {self.chunk_size}")
         if not self.cameras:
@@ -66,6 +73,11 @@ class PolicySpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def num_queries(self) -> int:
+        """Action placeholders the parallel head appends to the prompt."""
+        return self.chunk_size * (1 if self.queries == "steps" else self.action_dim)
 
 
 def extra_tokens(spec: PolicySpec) -> list[str]:
@@ -166,15 +178,15 @@ class VLAModel(nn.Module):
         # LM-head rows for the loss: the 256 action ids in ascending order, then the end token
         self.register_buffer("action_ids", torch.as_tensor(self.action_tokenizer.token_ids), persistent=False)
         hidden = self.lm.config.get_text_config().hidden_size
-        n_out = spec.chunk_size * spec.action_dim
         if spec.use_state:
             self.state_proj = nn.Sequential(nn.Linear(state_normalizer.mean.shape[0], hidden), nn.GELU(),
                                             nn.Linear(hidden, hidden))
         if spec.head == "parallel":
-            self.action_queries = nn.Parameter(torch.randn(n_out, hidden) * 0.02)
+            self.action_queries = nn.Parameter(torch.randn(spec.num_queries, hidden) * 0.02)
             if spec.output == "l1":
+                per_query = spec.action_dim if spec.queries == "steps" else 1
                 self.regressor = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(),
-                                               nn.Linear(hidden, 1))
+                                               nn.Linear(hidden, per_query))
         self._inject: dict[int, torch.Tensor] = {}
         self.lm.get_input_embeddings().register_forward_hook(self._inject_embeddings)
         for module in self.lm.modules():
@@ -240,7 +252,7 @@ class VLAModel(nn.Module):
             target_ids = self.action_tokenizer.encode(a)
         suffixes = [()] * B
         if spec.head == "parallel":
-            suffixes = [(self.action_pad_id,) * (spec.chunk_size * spec.action_dim)] * B
+            suffixes = [(self.action_pad_id,) * spec.num_queries] * B
         elif actions is not None:
             suffixes = [tuple(row.reshape(-1).tolist()) + (self.eos_id,) for row in target_ids]
         seqs = [self._prompt_ids(instructions[b], tuple(per_image[b * n_cam:(b + 1) * n_cam])) + suffixes[b]
@@ -278,10 +290,10 @@ class VLAModel(nn.Module):
         return {k: batch[k].to(self.device) for k in keys}
 
     def _parallel_hidden(self, batch: dict) -> torch.Tensor:
-        """Hidden states of the 7*H action placeholders (the last positions: inputs are left padded)."""
+        """Hidden states of the action placeholders (the last positions: inputs are left padded)."""
         inputs = self._model_inputs(batch)
         ids, mask2d = inputs["input_ids"], inputs["attention_mask"]
-        n = self.spec.chunk_size * self.spec.action_dim
+        n = self.spec.num_queries
         B, L = ids.shape
         core = self.lm.model
         position_ids = core.get_rope_index(ids, inputs["mm_token_type_ids"], image_grid_thw=inputs["image_grid_thw"],
@@ -305,9 +317,10 @@ class VLAModel(nn.Module):
         return hidden @ self.lm.get_output_embeddings().weight[rows].T
 
     def _regress(self, hidden: torch.Tensor) -> torch.Tensor:
-        """output l1: normalised actions [B, n]. The head's float32 weights read a bfloat16
-        backbone's hidden states too (inference runs without autocast)."""
-        return self.regressor(hidden.to(self.action_queries.dtype)).squeeze(-1).float()
+        """output l1: normalised actions [B, chunk x 7] (per query one number, or with queries:
+        steps one step's 7). The head's float32 weights read a bfloat16 backbone's hidden states
+        too (inference runs without autocast)."""
+        return self.regressor(hidden.to(self.action_queries.dtype)).flatten(1).float()
 
     def forward(self, batch: dict) -> dict:
         """Training loss and action-token accuracy for a batch from `encode(..., actions=...)`."""

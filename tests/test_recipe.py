@@ -79,6 +79,34 @@ def test_batched_window_attention_equals_hfs_per_window_loop(family):
     torch.testing.assert_close(batched[1], loop[1], atol=1e-5, rtol=1e-5)
 
 
+def test_one_query_per_chunk_step_shortens_the_sequence_and_learns():
+    """head.queries=steps: 8 placeholders regressing 7 numbers each instead of OFT's 56 regressing
+    one: the same actions out, 48 fewer tokens in, and the L1 loss falls on a fixed batch."""
+    from test_policy import random_obs
+
+    rng = np.random.default_rng(0)
+    obs, actions = random_obs(), rng.uniform(-0.5, 0.5, (2, 8, 7)).astype(np.float32)
+    lengths = {}
+    for queries in ("dims", "steps"):
+        torch.manual_seed(0)
+        model = tiny_model(head="parallel", output="l1", chunk_size=8, queries=queries).train()
+        batch = model.encode(obs["images"], obs["state"], obs["instruction"], actions=actions)
+        lengths[queries] = batch["input_ids"].shape[1]
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        losses = []
+        for _ in range(25):
+            loss = model(batch)["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert losses[-1] < 0.7 * losses[0], (queries, losses)
+        assert VLAPolicy(model.eval()).act(obs).shape == (2, 8, 7)
+    assert lengths["dims"] - lengths["steps"] == 8 * 7 - 8
+    with pytest.raises(ValueError, match="queries: steps .* needs head: parallel with output: l1"):
+        tiny_model(head="parallel", output="tokens", queries="steps")
+
+
 def test_recipe_trains_with_frozen_embeddings_and_ships_a_compact_checkpoint(demo_dataset, tmp_path):
     """Frozen text embeddings are left out of AdamW; the checkpoint keeps only the vocabulary rows
     the prompts use (real 151k vocabulary: a few MB instead of ~160), and reloads to identical actions."""

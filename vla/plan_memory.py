@@ -50,6 +50,7 @@ def build_policy(cfg: DictConfig, depth: int | None = None, vision_depth: int | 
     from policies.vla_model import PolicySpec, VLAModel, extra_tokens
 
     spec = PolicySpec(head=cfg.head.name, output=cfg.head.output, chunk_size=cfg.head.chunk_size,
+                      queries=cfg.head.get("queries", "dims"),
                       cameras=list(cfg.train.cameras), resolution=cfg.train.resolution, use_state=cfg.train.use_state,
                       action_token_mode=cfg.model.action_token_mode)
     model_cfg = {**OmegaConf.to_container(cfg.model, resolve=True), "pretrained": None, "dtype": dtype}

@@ -53,6 +53,7 @@ def build_model(cfg: DictConfig, dataset, normalization_from: Path | None = None
     from policies.vla_model import PolicySpec, VLAModel, extra_tokens
 
     spec = PolicySpec(head=cfg.head.name, output=cfg.head.output, chunk_size=cfg.head.chunk_size,
+                      queries=cfg.head.get("queries", "dims"),
                       cameras=list(cfg.train.cameras), resolution=cfg.train.resolution, use_state=cfg.train.use_state,
                       action_token_mode=cfg.model.action_token_mode, action_dim=dataset.actions.shape[1],
                       render_quality=dataset.info.get("vla", {}).get("render_quality"), crop_scale=cfg.train.crop_scale,
