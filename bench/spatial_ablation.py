@@ -2,8 +2,8 @@
 same 500 demonstrations, action steps, seed and evaluation; only the spatial knowledge differs:
 
   untuned    the recipe as shipped: `recipe=cpu` 4,000 steps, then 7,000 continued from step 4,000
-             (checkpoints/tiny-libero_spatial is its continued step 6,000; its protocol episodes are
-             docs/results/tiny-libero_spatial/episodes.jsonl, reused here unless retrain_untuned=true)
+             (the policy shipped until 2026-12-07 was its continued step 6,000; its protocol episodes are
+             docs/results/tiny-libero_spatial-2026-11/episodes.jsonl, reused here unless retrain_untuned=true)
   tuned      the backbone first tuned on grounding questions (`stage=spatial`, spatial_steps of batch
              32), then exactly the same action training
   cotrained  the untuned backbone; the same action training with `train.cotrain_spatial=cotrain`
@@ -49,7 +49,9 @@ from eval_rollouts.results import newcombe, wilson
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = str(ROOT / "configs")
 SHIPPED = ROOT / "checkpoints" / "tiny-libero_spatial"
-SHIPPED_EPISODES = ROOT / "docs" / "results" / "tiny-libero_spatial" / "episodes.jsonl"
+# the untuned arm as published: the policy shipped until 2026-12-07 (its demonstrations drew on broken scenes;
+# the shipped checkpoint has since been continued on corrected ones: re-measuring means retrain_untuned=true)
+SHIPPED_EPISODES = ROOT / "docs" / "results" / "tiny-libero_spatial-2026-11" / "episodes.jsonl"
 PUBLISHED = ROOT / "checkpoints" / "spatial_ablation"
 RESULTS = ROOT / "docs" / "results" / "spatial_ablation"  # each published arm's protocol episodes
 DEMOS_DIGEST = "demonstrations.sha256"
