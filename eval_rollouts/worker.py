@@ -27,44 +27,35 @@ class EnvSpec:
     max_steps: int | None = None  # None: the suite's protocol value
     expert: bool = False  # also send the scripted expert's action with each observation
     # fixed: episode (task, k) starts from the suite's init state k (the evaluation protocol);
-    # random: from the fresh layout seeded by validation_seed(task, k) (validation, never the test states);
-    # dagger: from the fresh layout seeded by dagger_seed(task, k) (DAgger's rollouts)
+    # random: from the fresh layout seeded by layout_seed("random", task, k) (validation, never the test states);
+    # dagger: from the fresh layout seeded by layout_seed("dagger", task, k) (DAgger's rollouts)
     layouts: str = "fixed"
-    # random layouts seeded from this base instead of validation_seed's (held-out layouts: base + 10^4 task + k)
-    layout_seed_base: int | None = None
+    layout_seed_base: int | None = None  # layouts=random from this seed base instead (held-out layouts)
     # DAgger: send every step's observation with the scripted expert's action for it ("labelled");
     # the expert drives a chunk with this probability (beta), the policy otherwise
     label: bool = False
     expert_drives: float = 0.0
 
 
-def validation_seed(task: int, k: int) -> int:
-    """Seeds of validation layouts: apart from vla.collect's demonstration seeds (< 10^9 for
-    any collection seed below 990), so a validation scene is never a training scene."""
-    return 10**9 + 10_000 * task + k
+# Fresh layouts' seeds: base + 10^4 task + k, each kind of layout from its own base, all apart from
+# vla.collect's demonstration seeds (< 10^9 for any collection seed below 990): a validation or
+# DAgger scene is never a training scene. eval.layout_seed_base replaces validation's base
+# (held-out layouts, e.g. 4 x 10^9).
+LAYOUT_SEED_BASES = {"random": 10**9, "dagger": 2 * 10**9}
 
 
-def dagger_seed(task: int, k: int) -> int:
-    """Seeds of DAgger's rollout layouts: apart from demonstrations (< 10^9) and validation."""
-    return 2 * 10**9 + 10_000 * task + k
-
-
-LAYOUT_SEEDS = {"random": validation_seed, "dagger": dagger_seed}
-
-
-def layout_seed(spec: EnvSpec, task: int, k: int) -> int | None:
-    """The fresh layout's seed of episode (task, k), or None for the suite's init state k."""
-    if spec.layouts == "random" and spec.layout_seed_base is not None:
-        return spec.layout_seed_base + 10_000 * task + k
-    return LAYOUT_SEEDS[spec.layouts](task, k) if spec.layouts in LAYOUT_SEEDS else None
+def layout_seed(layouts: str, task: int, k: int, base: int | None = None) -> int | None:
+    """The fresh layout's seed of episode (task, k), or None for layouts=fixed (init state k)."""
+    if layouts not in LAYOUT_SEED_BASES:
+        return None
+    return (LAYOUT_SEED_BASES[layouts] if base is None else base) + 10_000 * task + k
 
 
 def check_layout_seeds(layouts: str, base: int | None, tasks: int, trials: int) -> None:
     """Refuse, before any env starts, seeds that numpy (LIBERO's placement sampler) cannot take."""
     if base is not None and (not isinstance(base, int) or base < 0):
         raise ValueError(f"eval.layout_seed_base must be a non-negative int or null, not {base!r}")
-    spec = EnvSpec("", (), 0, layouts=layouts, layout_seed_base=base)
-    top = layout_seed(spec, tasks - 1, trials - 1)
+    top = layout_seed(layouts, tasks - 1, trials - 1, base)
     if top is not None and top >= 2**32:
         raise ValueError(f"eval.layout_seed_base={base} gives layout seeds up to {top}, beyond numpy's 2**32-1")
 
@@ -121,7 +112,7 @@ def _serve(conn, spec: EnvSpec) -> None:
             if cmd == "reset":
                 t, init, record = arg  # record: send every frame of this episode (for a video)
                 use_task(t)
-                seed = layout_seed(spec, t, init)
+                seed = layout_seed(spec.layouts, t, init, spec.layout_seed_base)
                 if seed is not None:
                     obs, _ = env.reset(seed=seed)
                 else:

@@ -12,7 +12,7 @@ from envs.episodes import make_expert, run_expert_episode
 from envs.libero_env import LiberoEnv
 from eval_rollouts import engine
 from eval_rollouts.results import ResultsLog
-from eval_rollouts.worker import EnvSpec, dagger_seed
+from eval_rollouts.worker import EnvSpec, layout_seed
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-libero_spatial"
@@ -92,7 +92,7 @@ def test_labelling_worker_records_the_experts_action_for_every_visited_state():
     # the expert driving every chunk: the labels are exactly the expert's own episode on that layout
     rec, steps = _labelled_run(expert_drives=1.0)
     env = LiberoEnv("libero_spatial", 0, camera_obs=False)
-    success, n, frames = run_expert_episode(env, seed=dagger_seed(0, 0), record=True)
+    success, n, frames = run_expert_episode(env, seed=layout_seed("dagger", 0, 0), record=True)
     env.close()
     assert success and rec["success"] and rec["labelled_steps"] == len(steps) == n
     np.testing.assert_allclose(np.stack([s["action"] for s in steps]), np.stack([a for _, a in frames]), atol=1e-6)
