@@ -14,7 +14,7 @@ import numpy as np
 from envs.episodes import make_expert, record_episode
 from envs.libero_env import LiberoEnv
 from envs.lowpoly import RENDER_QUALITIES
-from benchopts import options
+from vla.benchopts import options
 
 
 def steps_per_second(quality: str, steps: int) -> float:

@@ -27,7 +27,7 @@ from policies import VLAPolicy
 from policies.backbone import build_backbone
 from policies.transforms import StateNormalizer
 from policies.vla_model import PolicySpec, VLAModel, extra_tokens
-from benchopts import options
+from vla.benchopts import options
 
 CAMERAS = ("agentview", "robot0_eye_in_hand")
 

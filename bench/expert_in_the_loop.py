@@ -26,8 +26,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from benchopts import options
 from eval_rollouts.results import newcombe, wilson
+from vla.benchopts import options, toy_policy
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -35,17 +35,6 @@ CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 def config(name: str, *overrides: str):
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
-
-
-def toy_policy(out: Path) -> Path:
-    """--quick's starting policy: 4 steps of a byte-vocabulary tiny VLA on one demonstration."""
-    from vla.dataset.collection import collect_demos
-    from vla.train import train
-
-    data = collect_demos("libero_spatial", out / "data" / "base", 1, ["agentview"], 64, tasks=[0])
-    return train(config("config", "model.vocab=bytes", "head=parallel", "train.cameras=[agentview]", "suite.resolution=64",
-                        f"train.dataset={data}", "train.max_steps=4",
-                        "train.save_every=4", "train.eval_trials_per_task=0", f"train.output_dir={out / 'bc'}"))
 
 
 def main() -> None:
@@ -68,7 +57,7 @@ def main() -> None:
         import tempfile
 
         out = Path(tempfile.mkdtemp(prefix="expert_in_the_loop_quick_"))
-        args["checkpoint"] = str(toy_policy(out))
+        args["checkpoint"] = str(toy_policy(out, "head=parallel"))
         short = ["cameras=[agentview]", "resolution=64"]
     ckpt = Path(args["checkpoint"])
 

@@ -22,7 +22,7 @@ from action_tokenizer import ActionStats
 from policies.backbone import build_backbone
 from policies.transforms import StateNormalizer
 from policies.vla_model import PolicySpec, VLAModel, extra_tokens
-from benchopts import options
+from vla.benchopts import options
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 

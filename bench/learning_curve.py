@@ -17,26 +17,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from benchopts import options
 from eval_rollouts.results import wilson
-
-
-def tiny_run(folder: Path) -> Path:
-    """A real training run small enough for --quick, with validation at steps 2 and 4."""
-    from hydra import compose, initialize_config_dir
-
-    from vla.dataset.collection import collect_demos
-    from vla.train import train
-
-    data = collect_demos("libero_spatial", folder / "data", 1, ["agentview"], 64, tasks=[0])
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "model.vocab=bytes", "train.cameras=[agentview]", "suite.resolution=64", f"train.dataset={data}",
-            "train.max_steps=4", "train.save_every=2", "train.eval_every=2", "train.eval_trials_per_task=1",
-            "train.eval_layouts=random", "eval.tasks=[0]", "eval.max_steps=8", "eval.num_envs=1", "eval.save_videos=0",
-            f"train.output_dir={folder / 'run'}"])
-    train(cfg)
-    return folder / "run"
+from vla.benchopts import options, toy_policy
 
 
 def main(argv):
@@ -45,7 +27,10 @@ def main(argv):
         import tempfile
 
         folder = Path(tempfile.mkdtemp(prefix="learning_curve_quick_"))
-        opts.update(run=str(tiny_run(folder)), png=str(folder / "curve.png"))
+        run = toy_policy(folder, "train.save_every=2", "train.eval_every=2", "train.eval_trials_per_task=1",
+                         "train.eval_layouts=random", "eval.tasks=[0]", "eval.max_steps=8", "eval.num_envs=1",
+                         "eval.save_videos=0").parents[1]  # validated at steps 2 and 4
+        opts.update(run=str(run), png=str(folder / "curve.png"))
     runs = [Path(r) for r in opts["run"].split(",")]
     png = Path(opts["png"])
     points, starts = [], []  # (run, step, samples, CPU hours, successes, episodes); where each run begins

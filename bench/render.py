@@ -20,7 +20,7 @@ import numpy as np
 
 from envs.libero_env import LiberoEnv
 from envs.suites import CAMERAS
-from benchopts import options
+from vla.benchopts import options
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

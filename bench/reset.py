@@ -23,7 +23,7 @@ import numpy as np
 
 from envs.libero_env import LiberoEnv
 from envs.suites import CAMERAS
-from benchopts import options
+from vla.benchopts import options
 
 FRESH_SEEDS = (1_000, 1_001, 1_002)  # the new-env references (each a new env: ~3 s)
 

@@ -29,7 +29,7 @@ if "ROBOCASA_ASSETS_PATH" not in os.environ:  # read by robocasa at import: set 
 from envs.episodes import run_expert_episode  # noqa: E402
 from envs.lowpoly import RENDER_QUALITIES  # noqa: E402
 from envs.robocasa_env import CAMERAS, RoboCasaEnv  # noqa: E402
-from benchopts import options  # noqa: E402
+from vla.benchopts import options  # noqa: E402
 
 
 def ms_per_step(env: RoboCasaEnv, steps: int, render: bool) -> float:

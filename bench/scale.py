@@ -18,7 +18,7 @@ from eval_rollouts import engine
 from eval_rollouts.engine import ExpertPolicy
 from eval_rollouts.results import ResultsLog
 from eval_rollouts.worker import EnvSpec
-from benchopts import options
+from vla.benchopts import options
 
 
 def episodes_per_second(backend: str, spec: EnvSpec, episodes: list, workers: int, folder: Path) -> float:

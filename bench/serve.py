@@ -67,7 +67,7 @@ def main() -> None:
     from bench.eval import tiny_policy  # the same tiny VLA as the rollout benchmark
     from vla.deploy.server import PolicyServer
 
-    from benchopts import options
+    from vla.benchopts import options
 
     args = options(sys.argv[1:], {"seconds": 15.0, "soak_s": 600.0}, quick={"seconds": 2.0, "soak_s": 5.0})
     seconds, soak_s = args["seconds"], args["soak_s"]

@@ -43,8 +43,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from benchopts import options
 from eval_rollouts.results import newcombe, wilson
+from vla.benchopts import options
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = str(ROOT / "configs")

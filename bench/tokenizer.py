@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from action_tokenizer import ActionStats, ActionTokenizer
-from benchopts import options
+from vla.benchopts import options
 
 
 def python_loop_encode(tok: ActionTokenizer, actions: np.ndarray) -> list[list[int]]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from hydra import compose, initialize_config_dir
 
-from benchopts import options
+from vla.benchopts import options
 from vla.train import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

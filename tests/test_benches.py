@@ -11,19 +11,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHES = sorted(p.name for p in (REPO / "bench").glob("*.py") if p.name != "benchopts.py")
+BENCHES = sorted(p.name for p in (REPO / "bench").glob("*.py"))
 RESULT_LINE = re.compile(r"^RESULT( [A-Za-z0-9_]+=\S+)+$")
 
 
 def test_every_bench_has_a_quick_mode_and_named_options():
     for name in BENCHES:
         text = (REPO / "bench" / name).read_text()
-        assert "--quick" in text and "options(" in text, f"bench/{name} has no --quick mode (bench/benchopts.py)"
+        assert "--quick" in text and "options(" in text, f"bench/{name} has no --quick mode (vla.benchopts)"
 
 
 def test_bench_options_name_what_is_wrong(monkeypatch):
-    sys.path.insert(0, str(REPO / "bench"))
-    from benchopts import options
+    from vla.benchopts import options
 
     monkeypatch.setattr(sys, "argv", ["bench/x.py"])
     assert options(["steps=7"], {"steps": 30, "png": "a.png"}, quick={"steps": 3}) == {"steps": 7, "png": "a.png", "quick": False}

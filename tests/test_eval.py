@@ -9,6 +9,7 @@ import time
 
 import av
 import psutil
+import pytest
 from conftest import load_config
 
 from eval_rollouts import engine
@@ -72,8 +73,6 @@ def test_an_environment_failure_is_named_and_counted_apart(tmp_path):
     """A worker whose env raises (here a layout seed beyond numpy's range, which vla.eval refuses
     up front) fails the episode twice: the record names the cause, the table counts it apart,
     the rates leave it out, vla.eval's check fails, and a rerun retries it."""
-    import pytest
-
     from eval_rollouts.results import markdown, summarize
     from vla.eval import check_errors
 
@@ -95,8 +94,6 @@ def test_an_environment_failure_is_named_and_counted_apart(tmp_path):
 
 
 def test_layout_seeds_beyond_numpys_range_are_refused_before_anything_runs(tmp_path):
-    import pytest
-
     with pytest.raises(ValueError, match="layout seeds up to 4294967305, beyond numpy's 2\\*\\*32-1"):
         evaluate(load_config(*SMALL, "eval.policy=random", "eval.layouts=random", "eval.layout_seed_base=4294967296",
                              "eval.tasks=[0]", "eval.trials_per_task=10", f"eval.out={tmp_path}"))

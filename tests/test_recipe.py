@@ -59,8 +59,7 @@ def test_batched_window_attention_equals_hfs_per_window_loop(family):
     model = tiny_model(family, resolution=112)
     visual = model.lm.model.visual
     attns = [m for m in visual.modules() if type(m).__name__.endswith("VisionAttention")]
-    batch = model.encode(random_obs(2, 112)["images"], None if not model.spec.use_state else np.zeros((2, 8)),
-                         ["a", "b"])
+    batch = model.encode(random_obs(2, 112)["images"], np.zeros((2, 8)), ["a", "b"])
     pix, grid = batch["pixel_values"].requires_grad_(True), batch["image_grid_thw"]
 
     def run():
