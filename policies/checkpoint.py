@@ -159,21 +159,25 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
     return model.to(device).eval()
 
 
-def load_weights(model: VLAModel, file: Path) -> tuple[list[str], list[str]]:
+def load_weights(model: VLAModel, file: Path, skip: set[str] = frozenset(),
+                 keep_other_rows: bool = False) -> tuple[list[str], list[str]]:
     """Load model.safetensors into the model; a file saved with vocab_rows gets its rows back in
-    place and zeros elsewhere. Returns (missing, unexpected) names."""
+    place and zeros elsewhere, or with keep_other_rows the model's own values there (a warm start
+    on new instructions: their new words keep the fresh model's seeded, distinct embeddings
+    instead of all reading as the same zero vector). skip: names not to load (they stay as the
+    model has them). Returns (missing, unexpected) names."""
     from safetensors import safe_open
 
     with safe_open(str(file), "pt") as f:
         compact = VOCAB_ROWS in f.keys()
-    if not compact:
+    if not compact and not skip:
         return load_model(model, str(file), strict=False)
-    tensors = load_file(str(file))
-    rows = tensors.pop(VOCAB_ROWS)
+    tensors = {k: v for k, v in load_file(str(file)).items() if k not in skip}
+    rows = tensors.pop(VOCAB_ROWS, None)
     state = model.state_dict()
-    for name in _vocab_matrices(model):
+    for name in _vocab_matrices(model) if rows is not None else []:
         if name in tensors:
-            full = torch.zeros_like(state[name])
+            full = state[name].clone() if keep_other_rows else torch.zeros_like(state[name])
             full[rows] = tensors[name].to(full.dtype)
             tensors[name] = full
     result = model.load_state_dict(tensors, strict=False)

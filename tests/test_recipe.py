@@ -106,6 +106,9 @@ def test_one_query_per_chunk_step_shortens_the_sequence_and_learns():
         tiny_model(head="parallel", output="tokens", queries="steps")
 
 
+NEW_TASK = "pick up the alphabet soup and place it in the basket"
+
+
 def test_recipe_trains_with_frozen_embeddings_and_ships_a_compact_checkpoint(demo_dataset, tmp_path):
     """Frozen text embeddings are left out of AdamW; the checkpoint keeps only the vocabulary rows
     the prompts use (real 151k vocabulary: a few MB instead of ~160), and reloads to identical actions."""
@@ -136,8 +139,9 @@ def test_recipe_trains_with_frozen_embeddings_and_ships_a_compact_checkpoint(dem
                        "train.save_every=30", "train.batch_size=8", "train.warmup_steps=5", "train.resolution=56")
     assert train(more).name == "step_000032"
     # a new run can start from a trained policy's weights (a shipped checkpoint has no optimiser state),
-    # here on a list of datasets whose actions are scaled otherwise: the warm start keeps the
-    # normalisation its weights learned, not the new data's
+    # here on a list of datasets whose actions are scaled otherwise and with a new instruction: the
+    # warm start keeps the normalisation its weights learned, not the new data's, and the new
+    # instruction's words get the fresh model's distinct embeddings (not the compact checkpoint's zeros)
     from policies.checkpoint import load_model_from_checkpoint
     from vla.dataset.collection import dataset_features
     from vla.dataset.format import LeRobotWriter
@@ -148,17 +152,38 @@ def test_recipe_trains_with_frozen_embeddings_and_ships_a_compact_checkpoint(dem
         f = ds.episode_frames(e["episode_index"])
         halved.add_episode({**{f"observation.images.{c}": f["images"][c] for c in spec["cameras"]},
                             "observation.state": f["state"], "action": np.concatenate([f["action"][:, :6] * 0.5, f["action"][:, 6:]], 1)},
-                           ds.tasks[0])
+                           NEW_TASK)
     warm = load_config("recipe=cpu", "train.num_threads=1", "train.eval_trials_per_task=0", "train.eval_every=0",
                        f"train.dataset=[{demo_dataset},{tmp_path / 'halved'}]", f"train.output_dir={tmp_path / 'warm'}",
                        "train.max_steps=1", "train.save_every=1", "train.batch_size=8", "train.resolution=56", "train.lr=0",
                        f"train.init_from={ckpt}")
     warmed = train(warm)
-    started = load_model_from_checkpoint(warmed).state_dict()
-    for name, value in load_model_from_checkpoint(ckpt).state_dict().items():
-        torch.testing.assert_close(started[name], value, msg=name)  # lr 0: one step changes nothing
+    started = load_model_from_checkpoint(warmed)
+    before = load_model_from_checkpoint(ckpt)
+    from policies.checkpoint import _vocab_matrices
+
+    vocab = _vocab_matrices(before)  # compared on the rows the checkpoint holds, below
+    for name, value in before.state_dict().items():
+        if name not in vocab:
+            torch.testing.assert_close(started.state_dict()[name], value, msg=name)  # lr 0: one step changes nothing
+    old_rows = before.used_token_ids(ds.tasks)
+    new_rows = sorted(set(started.used_token_ids([NEW_TASK])) - set(old_rows))
+    rows = started.lm.get_input_embeddings().weight
+    torch.testing.assert_close(rows[old_rows], before.lm.get_input_embeddings().weight[old_rows])
+    assert len(new_rows) >= 3 and (rows[new_rows].abs().sum(1) > 0).all() and len({tuple(r.tolist()) for r in rows[new_rows]}) == len(new_rows)
     for stats in ("action_stats.json", "state_stats.json"):
         assert (warmed / stats).read_text() == (ckpt / stats).read_text()
+    # a warm start may change the head's shape (one query per chunk step instead of per number): the
+    # backbone comes from the checkpoint, the reshaped layers start fresh
+    steps = train(load_config("recipe=cpu", "train.num_threads=1", "train.eval_trials_per_task=0", "train.eval_every=0",
+                              f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path / 'steps'}", "train.max_steps=1",
+                              "train.save_every=1", "train.batch_size=8", "train.resolution=56", "train.lr=0",
+                              "head.queries=steps", f"train.init_from={ckpt}"))
+    stepped = load_model_from_checkpoint(steps).state_dict()
+    assert stepped["action_queries"].shape == (8, 128) and stepped["regressor.3.weight"].shape == (7, 128)
+    for name, value in before.state_dict().items():
+        if not name.startswith(("action_queries", "regressor.3.")):
+            torch.testing.assert_close(stepped[name], value, msg=name)
 
 
 def test_recipe_inputs_are_checked(demo_dataset, tmp_path):

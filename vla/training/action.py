@@ -108,8 +108,8 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
         raise TrainError(f"train.init_from={init}: no checkpoint there (model.safetensors missing)")
     model, lora = build_model(cfg, dataset, normalization_from=init)
     cotrain = SpatialCoTraining(cfg, model) if cfg.train.cotrain_spatial else None
-    if init is not None:  # warm start: the weights of a trained policy of the same architecture, a new optimiser
-        resume_weights(model, init, cotrain)
+    if init is not None:  # warm start: a trained policy's weights, a new optimiser
+        warm_start(model, init, cotrain)
     # frozen text embeddings: checkpoints keep only the rows the training prompts use (a few MB)
     vocab_rows = None
     if cfg.train.freeze_embeddings and not lora:
@@ -145,6 +145,33 @@ def resume_weights(model, path: Path, cotrain: "SpatialCoTraining | None" = None
     missing, unexpected = load_weights(model, path / "model.safetensors")
     if missing or unexpected:
         raise TrainError(f"{path} does not match this run's model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if cotrain:
+        cotrain.vqa.head_from_lm()
+
+
+HEAD_PARAMETERS = ("action_queries", "regressor.", "state_proj.")  # the policy's own layers around the backbone
+
+
+def warm_start(model, path: Path, cotrain: "SpatialCoTraining | None" = None) -> None:
+    """train.init_from: every weight of the checkpoint, except head layers whose shape this run
+    changed (e.g. head.queries=steps from a dims policy): those start fresh, and it says so. The
+    backbone must match exactly (same model sizes)."""
+    from safetensors import safe_open
+
+    from policies.checkpoint import load_weights
+
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    own = model.state_dict()
+    changed = {k for k, shape in shapes.items()
+               if k.startswith(HEAD_PARAMETERS) and k in own and tuple(own[k].shape) != shape}
+    missing, unexpected = load_weights(model, path / "model.safetensors", skip=changed, keep_other_rows=True)
+    missing = [k for k in missing if k not in changed]
+    if missing or unexpected:
+        raise TrainError(f"train.init_from={path} does not match this run's model: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    if changed:
+        print(f"train.init_from={path}: head layers {sorted(changed)} start fresh (this run changed their shape)")
     if cotrain:
         cotrain.vqa.head_from_lm()
 
