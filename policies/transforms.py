@@ -12,8 +12,12 @@ from PIL import Image
 PROMPT = "What action should the robot take to {instruction}?"
 
 
+def instruction_text(instruction: str) -> str:
+    return instruction.strip().rstrip(".").lower()
+
+
 def prompt_text(instruction: str) -> str:
-    return PROMPT.format(instruction=instruction.strip().rstrip(".").lower())
+    return PROMPT.format(instruction=instruction_text(instruction))
 
 
 def stack_observations(observations: list[dict], cameras: list[str] | None = None) -> dict:
@@ -38,10 +42,15 @@ def camera_images(images: dict, cameras: list[str], resolution: int) -> list[np.
         img = np.asarray(images[cam])
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"camera {cam!r}: expected uint8 [H, W, 3], got {img.dtype} {img.shape}")
-        if img.shape[:2] != (resolution, resolution):
-            img = np.asarray(Image.fromarray(img).resize((resolution, resolution), Image.BILINEAR))
-        out.append(img)
+        out.append(resize_square(img, resolution))
     return out
+
+
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> [size, size, 3], bilinear (PIL); unchanged when already that size."""
+    if img.shape[:2] == (size, size):
+        return img
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
 
 
 def crop_and_resize(images: np.ndarray, crop_scale: float, size: int, augment: bool) -> torch.Tensor:

@@ -25,11 +25,14 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from action_tokenizer import ActionStats, ActionTokenizer, action_token_names
 
 from .backbone import ACTION_PAD_TOKEN, STATE_TOKEN, Backbone, image_inputs, input_size, left_pad
-from .transforms import StateNormalizer, camera_images, crop_and_resize, prompt_text
+from .transforms import StateNormalizer, camera_images, crop_and_resize, instruction_text, prompt_text
 
 HEADS = ("tokens", "parallel")
 OUTPUTS = ("tokens", "l1")
 QUERIES = ("dims", "steps")  # parallel head: one placeholder per action number (OFT) or per chunk step
+# chat: the VLM's chat template with camera names and a question (what a pretrained VLM expects);
+# compact: images, state and the bare instruction, 33 fewer tokens per sample (a model trained from scratch)
+PROMPTS = ("chat", "compact")
 
 
 @dataclass
@@ -51,6 +54,7 @@ class PolicySpec:
     crop_scale: float = 1.0  # area share of the image crop: random in training, the centre at inference
     binarize_gripper: bool = True  # un-normalised dimensions (the gripper) snap to -1 / +1, as OpenVLA's LIBERO eval does
     queries: str = "dims"  # parallel head: dims = chunk x 7 placeholders (OpenVLA-OFT), steps = chunk (L1 only)
+    prompt: str = "chat"  # PROMPTS
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -63,6 +67,8 @@ class PolicySpec:
             raise ValueError(f"parallel head queries must be one of {QUERIES}, not {self.queries!r}")
         if self.queries == "steps" and (self.head, self.output) != ("parallel", "l1"):
             raise ValueError("queries: steps (one placeholder per chunk step) needs head: parallel with output: l1")
+        if self.prompt not in PROMPTS:
+            raise ValueError(f"prompt must be one of {PROMPTS}, not {self.prompt!r}")
         if int(self.chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, not {self.chunk_size}")
         if not self.cameras:
@@ -217,6 +223,10 @@ class VLAModel(nn.Module):
         return self._prompt_cache[key]
 
     def _build_prompt_ids(self, instruction: str, image_tokens: tuple[int, ...]) -> tuple[int, ...]:
+        if self.spec.prompt == "compact":
+            text = "".join(f"<|vision_start|>{'<|image_pad|>' * n}<|vision_end|>" for n in image_tokens)
+            text += (STATE_TOKEN if self.spec.use_state else "") + instruction_text(instruction)
+            return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         parts = ["<|im_start|>user\n"]
         for cam, n in zip(self.spec.cameras, image_tokens):
             parts.append(f"{cam}: <|vision_start|>{'<|image_pad|>' * n}<|vision_end|>\n")

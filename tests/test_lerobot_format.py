@@ -281,3 +281,27 @@ def test_a_list_of_datasets_reads_as_one(dataset, tmp_path):
     with pytest.raises(DatasetError, match=r"small cannot be trained on with .*: feature observation.images.agentview"):
         open_dataset([root, tmp_path / "small"])
     assert isinstance(open_dataset([root]), LeRobotDataset)
+
+
+def test_kept_images_are_the_policys_resized_frames_within_the_memory_budget(dataset, tmp_path):
+    """Training keeps frames decoded and resized to its resolution (train.image_cache_gb): the same
+    pixels the policy's own resize gives, read back from memory, and never more than the budget."""
+    from policies.transforms import camera_images
+    from vla.dataset.reader import open_dataset
+
+    root, episodes, _ = dataset
+    fresh = LeRobotDataset(root)
+    kept = LeRobotDataset(root)
+    per_image = 24 * 24 * 3
+    kept.keep_images(24, max_bytes=10 * per_image)  # room for 10 of the 34 images
+    for _ in range(2):  # the second pass reads the kept ones
+        for i in range(len(kept)):
+            for c in CAMS:
+                want = camera_images({c: fresh[i]["images"][c]}, [c], 24)[0]
+                np.testing.assert_array_equal(kept[i]["images"][c], want)
+    assert len(kept._kept) == 10 and kept._kept_room == 0
+    assert kept[0]["images"]["agentview"] is kept._kept[("agentview", 0)]  # from memory, not a new decode
+    union = open_dataset([root, root])
+    union.keep_images(24, max_bytes=34 * per_image)
+    union[0], union[len(union) - 1]
+    assert [len(p._kept) for p in union.parts] == [2, 2] and [p._kept_room for p in union.parts] == [15 * per_image] * 2

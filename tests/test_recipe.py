@@ -106,6 +106,25 @@ def test_one_query_per_chunk_step_shortens_the_sequence_and_learns():
         tiny_model(head="parallel", output="tokens", queries="steps")
 
 
+def test_compact_prompt_keeps_images_state_and_instruction_only():
+    """train.prompt=compact: no chat template, camera names or question, 33 fewer tokens for
+    two cameras; the images, the state token and the instruction's words are all still there."""
+    from test_policy import random_obs
+
+    obs = random_obs()
+    chat, compact = (tiny_model(vocab="qwen", head="parallel", output="l1", chunk_size=2, queries="steps", prompt=p)
+                     for p in ("chat", "compact"))
+    a, b = (m.encode(obs["images"], obs["state"], obs["instruction"]) for m in (chat, compact))
+    assert a["input_ids"].shape[1] - b["input_ids"].shape[1] == 33
+    words = compact.tokenizer(obs["instruction"][1], add_special_tokens=False)["input_ids"]
+    row = b["input_ids"][1].tolist()
+    assert row.count(compact.image_token_id) == (a["input_ids"][1] == chat.image_token_id).sum()
+    assert row.count(compact.state_token_id) == 1 and row[-2 - len(words):-2] == words  # then 2 action queries
+    assert VLAPolicy(compact).act(obs).shape == (2, 2, 7)
+    with pytest.raises(ValueError, match="prompt must be one of"):
+        tiny_model(prompt="poem")
+
+
 NEW_TASK = "pick up the alphabet soup and place it in the basket"
 
 

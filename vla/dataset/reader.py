@@ -154,11 +154,30 @@ class LeRobotDataset:
         if np.any((self.task_index < 0) | (self.task_index >= len(self.tasks))):
             raise DatasetError(f"{self.root}: task_index in data/ outside the {len(self.tasks)} tasks of meta/tasks.parquet")
         self._video_cache: dict = {}
+        self._kept: dict | None = None  # keep_images: (camera, frame) -> resized image
 
     def __len__(self) -> int:
         return len(self.actions)
 
+    def keep_images(self, size: int, max_bytes: int) -> None:
+        """From now on return images resized to size x size (as the policy's camera_images does)
+        and keep them in memory, up to max_bytes for all: training reads every frame once per
+        epoch, and decoding its PNG was half of the data loading time."""
+        self._kept, self._kept_size, self._kept_room = {}, int(size), int(max_bytes)
+
     def _image(self, camera: str, i: int) -> np.ndarray:
+        if self._kept is None:
+            return self._decoded(camera, i)
+        img = self._kept.get((camera, i))
+        if img is None:
+            from policies.transforms import resize_square
+
+            img = resize_square(self._decoded(camera, i), self._kept_size)
+            if img.nbytes <= self._kept_room:
+                self._kept[(camera, i)], self._kept_room = img, self._kept_room - img.nbytes
+        return img
+
+    def _decoded(self, camera: str, i: int) -> np.ndarray:
         if camera in self._image_bytes:
             row = self._image_order[i]
             try:
@@ -243,6 +262,10 @@ class DatasetUnion:
 
     def __len__(self) -> int:
         return int(self._starts[-1])
+
+    def keep_images(self, size: int, max_bytes: int) -> None:
+        for p in self.parts:  # the room shared by frame count
+            p.keep_images(size, max_bytes * len(p) // max(1, len(self)))
 
     def __getitem__(self, i: int) -> dict:
         if not -len(self) <= i < len(self):

@@ -53,7 +53,7 @@ def build_model(cfg: DictConfig, dataset, normalization_from: Path | None = None
     from policies.vla_model import PolicySpec, VLAModel, extra_tokens
 
     spec = PolicySpec(head=cfg.head.name, output=cfg.head.output, chunk_size=cfg.head.chunk_size,
-                      queries=cfg.head.get("queries", "dims"),
+                      queries=cfg.head.get("queries", "dims"), prompt=cfg.train.get("prompt", "chat"),
                       cameras=list(cfg.train.cameras), resolution=cfg.train.resolution, use_state=cfg.train.use_state,
                       action_token_mode=cfg.model.action_token_mode, action_dim=dataset.actions.shape[1],
                       render_quality=dataset.info.get("vla", {}).get("render_quality"), crop_scale=cfg.train.crop_scale,
@@ -98,6 +98,8 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
     from ..dataset.reader import open_dataset
 
     dataset = open_dataset(ensure_dataset(cfg), action_horizon=cfg.head.chunk_size, cameras=list(cfg.train.cameras))
+    if cfg.train.get("image_cache_gb"):
+        dataset.keep_images(cfg.train.resolution, int(float(cfg.train.image_cache_gb) * 2**30))
     shortest = min(e["length"] for e in dataset.episodes)
     if cfg.head.chunk_size > shortest:
         raise TrainError(f"head.chunk_size={cfg.head.chunk_size} is longer than the dataset's shortest episode "
