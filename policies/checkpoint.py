@@ -64,11 +64,13 @@ def _tied_copies(model) -> set[str]:
 
 def save_checkpoint(path: str | Path, model: VLAModel, config_yaml: str, lora: dict | None = None,
                     trainer_state: dict | None = None, optimizer_tensors: dict | None = None,
-                    vocab_rows: list[int] | None = None, weights: dict | None = None) -> Path:
+                    vocab_rows: list[int] | None = None, weights: dict | None = None,
+                    tasks: list[str] | None = None) -> Path:
     """Write a checkpoint folder; a crash mid-way leaves the previous one intact. vocab_rows:
     keep only these rows of the (frozen) vocabulary matrices, the rest load as zeros: with the
     real 151k vocabulary a tiny policy's file shrinks from ~160 MB to a few MB. weights: the
-    model's state dict gathered elsewhere (FSDP shards the model's own), else the model's."""
+    model's state dict gathered elsewhere (FSDP shards the model's own), else the model's. tasks:
+    the instructions it was trained on (evaluation refuses a suite none of them belong to)."""
     def write(tmp: Path) -> None:
         (tmp / "backbone").mkdir()
         names = _vocab_matrices(model)
@@ -82,7 +84,7 @@ def save_checkpoint(path: str | Path, model: VLAModel, config_yaml: str, lora: d
                 tensors = {n: t[rows] if n in names else t for n, t in tensors.items()} | {VOCAB_ROWS: rows}
             save_file({n: t.contiguous() for n, t in tensors.items()}, str(tmp / "model.safetensors"))
         meta = {"format": 1, "spec": model.spec.to_dict(), "family": model.family,
-                "text_vocab_size": model.text_vocab_size, "lora": lora}
+                "text_vocab_size": model.text_vocab_size, "lora": lora, "tasks": tasks}
         (tmp / "policy.json").write_text(json.dumps(meta, indent=2))
         (tmp / "config.yaml").write_text(config_yaml)
         model.action_stats.to_json(tmp / "action_stats.json")
@@ -136,6 +138,28 @@ def load_normalization(path: str | Path) -> tuple[ActionStats, StateNormalizer |
         s = json.loads((path / "state_stats.json").read_text())
         state = StateNormalizer(s["mean"], s["std"])
     return stats, state
+
+
+def trained_tasks(path: str | Path) -> tuple[list[str], str] | None:
+    """(the instructions a checkpoint was trained on, the training suite's name); policy.json
+    records them since 2026-12; older checkpoints: the tasks of the suite in their config.yaml.
+    None when neither says."""
+    import yaml
+
+    path = Path(path)
+    meta = json.loads((path / "policy.json").read_text())
+    config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
+    suite = ((config or {}).get("suite") or {}).get("name")
+    if meta.get("tasks"):
+        return list(meta["tasks"]), suite
+    if not suite:
+        return None
+    from envs.suites import get_suite
+
+    try:
+        return [t.instruction for t in get_suite(suite).tasks], suite
+    except (KeyError, ValueError):
+        return None
 
 
 def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype: str = "auto") -> VLAModel:

@@ -137,6 +137,20 @@ def test_training_evaluates_its_final_checkpoint(demo_dataset, tmp_path):
     summary = json.loads((tmp_path / "eval" / ckpt.name / "success.json").read_text())
     assert summary["episodes"] == 1 and summary["tasks"][0]["task"] == 0
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    # the checkpoint records what it learned (LIBERO-Spatial task 0 only): a suite none of whose
+    # tasks it learned is refused before anything runs, tasks it never saw are warned about
+    assert json.loads((ckpt / "policy.json").read_text())["tasks"] == [
+        "pick up the black bowl between the plate and the ramekin and place it on the plate"]
+    with pytest.raises(ValueError, match=r"trained on suite=libero_spatial, and none of the 10 evaluated tasks of "
+                                         r"suite=libero_object .* evaluate it with suite=libero_spatial"):
+        evaluate(load_config(*SMALL, "suite=libero_object", f"eval.checkpoint={ckpt}", f"eval.out={tmp_path / 'x'}"))
+    assert not (tmp_path / "x").exists()
+    with pytest.warns(UserWarning, match=r"tasks \[1\] of suite=libero_spatial are not among its instructions"):
+        evaluate(load_config(*SMALL, f"eval.checkpoint={ckpt}", "eval.tasks=[0,1]", "eval.trials_per_task=1",
+                             "eval.max_steps=2", "eval.save_videos=0", f"eval.out={tmp_path / 'y'}"))
+    # a checkpoint from before policy.json listed its tasks: its config's suite stands for them
+    with pytest.raises(ValueError, match="trained on suite=libero_spatial, and none of the 10 evaluated tasks of suite=libero_goal"):
+        evaluate(load_config(*SMALL, "suite=libero_goal", "eval.checkpoint=checkpoints/tiny-libero_spatial"))
 
 
 def test_video_frames_show_the_whole_instruction_at_a_watchable_size():

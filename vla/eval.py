@@ -93,6 +93,9 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ValueError(f"eval.trials_per_task must be 1..{suite.init_states_per_task}, not {cfg.eval.trials_per_task}")
     base = cfg.eval.get("layout_seed_base")
     check_layout_seeds(cfg.eval.layouts, base, max(tasks) + 1, cfg.eval.trials_per_task)
+    instructions = {t: suite.tasks[t].instruction for t in tasks}
+    if cfg.eval.policy == "checkpoint" and cfg.eval.checkpoint and not cfg.eval.get("allow_unseen_tasks"):
+        check_trained_on(cfg.eval.checkpoint, cfg.suite.name, instructions)
     policy, cameras, resolution = make_policy(cfg)
     out = Path(cfg.eval.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,13 +111,34 @@ def evaluate(cfg: DictConfig) -> dict:
                replan_steps=cfg.eval.replan_steps, video_dir=out / "videos", video_episodes=videos,
                python=cfg.eval.python or suite.python, backend=backend, ray_address=address)
     wanted = set(episodes)
-    summary = summarize([r for r in log.records if (r["task"], r["init"]) in wanted],
-                        {t: suite.tasks[t].instruction for t in tasks})
+    summary = summarize([r for r in log.records if (r["task"], r["init"]) in wanted], instructions)
     title = f"{cfg.suite.name}, policy {cfg.eval.policy}" + (f" ({cfg.eval.checkpoint})" if cfg.eval.policy == "checkpoint" else "")
     write_reports(out, summary, title)
     print((out / "success.md").read_text())
     print(f"results: {out}")
     return summary
+
+
+def check_trained_on(checkpoint: str, suite: str, instructions: dict[int, str]) -> None:
+    """A checkpoint evaluated on tasks it never learned measures nothing: ValueError when none of
+    the evaluated tasks is among its training instructions, a warning when only some are."""
+    from policies.checkpoint import check_checkpoint, trained_tasks
+    from policies.transforms import instruction_text
+
+    found = trained_tasks(check_checkpoint(checkpoint))
+    if found is None:
+        return
+    trained, trained_suite = found
+    known = {instruction_text(t) for t in trained}
+    unseen = [t for t, text in instructions.items() if instruction_text(text) not in known]
+    where = f"suite={trained_suite}" if trained_suite else f"{len(trained)} tasks"
+    if len(unseen) == len(instructions):
+        raise ValueError(f"{checkpoint} was trained on {where}, and none of the {len(instructions)} evaluated tasks of "
+                         f"suite={suite} is among its instructions: evaluate it with suite={trained_suite or '<its suite>'}, "
+                         f"or set eval.allow_unseen_tasks=true to measure it on unseen tasks anyway")
+    if unseen:
+        warnings.warn(f"{checkpoint} was trained on {where}; tasks {unseen} of suite={suite} are not among its "
+                      f"instructions (their success measures generalisation)", stacklevel=2)
 
 
 def check_errors(summary: dict, max_fraction: float, out) -> None:

@@ -121,7 +121,7 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
         if cotrain:
             cotrain.vqa.head_to_lm()  # its answer rows travel in the policy's LM head
         save_checkpoint(path, model, config_yaml, lora=lora, trainer_state=state, optimizer_tensors=tensors,
-                        vocab_rows=vocab_rows, weights=weights)
+                        vocab_rows=vocab_rows, weights=weights, tasks=list(dataset.tasks))
 
     def evaluate(path: Path) -> dict:
         from ..eval import evaluate as run_eval
