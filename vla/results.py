@@ -1,0 +1,102 @@
+"""The README's result tables, generated from the measurements in docs/results/ instead of copied
+by hand: `python -m vla.results` rewrites every block between `<!-- results:NAME -->` and
+`<!-- /results:NAME -->` in README.md; tests/test_results.py fails when a block differs from
+what its sources give.
+
+Sources: docs/results/tiny-<suite>/success.json (the protocol evaluation of
+checkpoints/tiny-<suite>, written by vla.eval) and docs/results/tiny-<suite>/provenance.json
+(the CPU-hours behind the policy and how it was chosen, written when it ships)."""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import ROUND_HALF_UP, Decimal
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+LIBERO = [("libero_spatial", "Spatial"), ("libero_object", "Object"), ("libero_goal", "Goal"), ("libero_10", "Long")]
+# success % per suite (Spatial, Object, Goal, Long) as published: OpenVLA-OFT paper Table I,
+# openpi's LIBERO README, the SmolVLA and VLA-Adapter papers
+PUBLISHED = [
+    ("OpenVLA 7B", (84.7, 88.4, 79.2, 53.7)),
+    ("OpenVLA-OFT 7B", (97.6, 98.4, 97.9, 94.5)),
+    ("pi0 3B (openpi)", (96.8, 98.8, 95.8, 85.2)),
+    ("SmolVLA 0.45B", (90.0, 96.0, 92.0, 71.0)),
+    ("VLA-Adapter-Pro 0.5B", (99.6, 99.6, 98.2, 96.4)),
+    ("Diffusion Policy (from scratch)", (78.3, 92.5, 68.3, 50.5)),
+    ("MDT (from scratch)", (78.5, 87.5, 73.5, 64.8)),
+]
+# the scripted expert on the protocol's 500 episodes per suite (vla.expert_table, docs/simulation.md)
+EXPERT = {"libero_spatial": (500, 500), "libero_object": (500, 500), "libero_goal": (497, 500), "libero_10": (500, 500)}
+BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
+
+
+def ours(suite: str) -> dict | None:
+    """The shipped policy's protocol result for a suite, with its provenance; None if not measured."""
+    folder = RESULTS / f"tiny-{suite}"
+    if not (folder / "success.json").is_file():
+        return None
+    result = json.loads((folder / "success.json").read_text())
+    prov = folder / "provenance.json"
+    return {**result, "provenance": json.loads(prov.read_text()) if prov.is_file() else {}}
+
+
+def libero_table() -> str:
+    measured = {s: ours(s) for s, _ in LIBERO}
+    head = "| policy | " + " | ".join(name for _, name in LIBERO) + " | average |\n|---|" + "---:|" * (len(LIBERO) + 1) + "\n"
+
+    def pct(x: float) -> str:
+        return f"{100 * x:.1f}"
+
+    cells = []
+    for s, _ in LIBERO:
+        r = measured[s]
+        cells.append("not yet" if r is None else
+                     f"**{pct(r['success_rate'])}** ({pct(r['ci95'][0])}-{pct(r['ci95'][1])})")
+    done = [r for r in measured.values() if r is not None]
+    average = f"**{100 * sum(r['success_rate'] for r in done) / len(done):.1f}**" if len(done) == len(LIBERO) else \
+        f"({len(done)} of {len(LIBERO)} suites)"
+    rows = [f"| **ours**: tiny Qwen2.5-VL + OFT head, trained on this CPU (95% Wilson CI) | " + " | ".join(cells) + f" | {average} |"]
+    hours = [measured[s]["provenance"].get("cpu_hours") if measured[s] else None for s, _ in LIBERO]
+    rows.append("| CPU-hours behind each (collection + training, 2 cores) | "
+                + " | ".join("" if h is None else f"{h['collection'] + h['training']:.1f} ({h['collection']:.1f} + {h['training']:.1f})"
+                             for h in hours) + " | |")
+    expert = [EXPERT[s] for s, _ in LIBERO]
+    rows.append("| scripted expert (ground truth, no learning) | " + " | ".join(f"{100 * k / n:.1f}" for k, n in expert)
+                + f" | {100 * sum(k / n for k, n in expert) / len(expert):.1f} |")
+    for name, values in PUBLISHED:  # averaged as the papers do: half up from the rounded columns
+        average = (sum(Decimal(str(v)) for v in values) / len(values)).quantize(Decimal("0.1"), ROUND_HALF_UP)
+        rows.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {average} |")
+    return head + "\n".join(rows) + "\n"
+
+
+TABLES = {"libero": libero_table}
+
+
+def render(text: str) -> str:
+    """text with every results block replaced by its generated table."""
+    def block(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in TABLES:
+            raise KeyError(f"README block results:{name} has no generator (known: {sorted(TABLES)})")
+        return m.group(1) + TABLES[name]() + m.group(4)
+    return BLOCK.sub(block, text)
+
+
+def main(argv: list[str]) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    new = render(text)
+    if "--check" in argv:
+        if new != text:
+            raise SystemExit("README.md's result tables differ from docs/results/: run python -m vla.results")
+        return
+    readme.write_text(new)
+    print(f"README.md: {len(BLOCK.findall(text))} result table(s) written from {RESULTS}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
