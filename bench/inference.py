@@ -40,7 +40,7 @@ def seconds_per_action(model_name: str, head: str, chunk: int, batch: int, repea
     model = VLAModel(build_backbone(OmegaConf.to_container(cfg.model), extra_tokens(spec)), spec,
                      ActionStats.from_actions(acts), StateNormalizer(np.zeros(8), np.ones(8))).eval()
     obs = {c: rng.integers(0, 255, (batch, 128, 128, 3), dtype=np.uint8) for c in spec.cameras}
-    inputs = model.encode(obs, rng.normal(size=(batch, 8)), ["pick up the black bowl and place it on the plate"] * batch)
+    inputs = model.processor.encode(obs, rng.normal(size=(batch, 8)), ["pick up the black bowl and place it on the plate"] * batch)
     model.predict(inputs)  # warm-up
     times = []
     for _ in range(repeats):

@@ -1,10 +1,11 @@
 """Checkpoint folders (the design's format), written atomically, read without unpickling:
 
     model.safetensors     every weight of the VLA (backbone, LoRA adapters, head)
-    policy.json           PolicySpec, backbone family, text vocabulary size, LoRA settings
+    policy.json           PolicySpec, backbone family, text vocabulary size, LoRA settings, trained tasks
     config.yaml           the resolved hydra config of the run
     action_stats.json     q01/q99/... of the training actions (un-normalisation at inference)
     state_stats.json      mean/std of the proprioceptive state (when the policy reads it)
+    processor.json        the processor's pipeline described (policies.processor; rebuilt from the files above)
     backbone/             the backbone's HF config, tokenizer and image processor files
     trainer_state.json    (training checkpoints) step, scheduler, RNG states; optimizer.safetensors
 """
@@ -87,9 +88,11 @@ def save_checkpoint(path: str | Path, model: VLAModel, config_yaml: str, lora: d
                 "text_vocab_size": model.text_vocab_size, "lora": lora, "tasks": tasks}
         (tmp / "policy.json").write_text(json.dumps(meta, indent=2))
         (tmp / "config.yaml").write_text(config_yaml)
-        model.action_stats.to_json(tmp / "action_stats.json")
-        if model.state_normalizer is not None:
-            (tmp / "state_stats.json").write_text(json.dumps(model.state_normalizer.to_dict()))
+        processor = model.processor
+        processor.action_stats.to_json(tmp / "action_stats.json")
+        if processor.state_normalizer is not None:
+            (tmp / "state_stats.json").write_text(json.dumps(processor.state_normalizer.to_dict()))
+        (tmp / "processor.json").write_text(json.dumps(processor.describe(), indent=2))
         model.lm.config.save_pretrained(tmp / "backbone")
         save_tokenizer(model.tokenizer, tmp / "backbone", compact=vocab_rows is not None)
         model.image_processor.save_pretrained(tmp / "backbone")

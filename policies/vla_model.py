@@ -24,8 +24,9 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from action_tokenizer import ActionStats, ActionTokenizer, action_token_names
 
-from .backbone import ACTION_PAD_TOKEN, STATE_TOKEN, Backbone, image_inputs, input_size, left_pad
-from .transforms import StateNormalizer, camera_images, crop_and_resize, instruction_text, prompt_text
+from .backbone import ACTION_PAD_TOKEN, STATE_TOKEN, Backbone
+from .processor import PolicyProcessor
+from .transforms import StateNormalizer
 
 HEADS = ("tokens", "parallel")
 OUTPUTS = ("tokens", "l1")
@@ -156,13 +157,9 @@ class VLAModel(nn.Module):
         # the backbone's decoder layers and vision blocks: what FSDP wraps (accelerate reads this)
         self._no_split_modules = list(getattr(backbone.model, "_no_split_modules", None) or [])
         self.tokenizer, self.image_processor = backbone.tokenizer, backbone.image_processor
-        # prompt token ids per (instruction, image tokens): the model's own (functools.lru_cache on
-        # the method would keep every model ever built alive)
-        self._prompt_cache: dict[tuple, tuple[int, ...]] = {}
         self.text_vocab_size = backbone.text_vocab_size
         if action_stats.dim != spec.action_dim:
             raise ValueError(f"action statistics have {action_stats.dim} dims, the policy predicts {spec.action_dim}")
-        self.action_stats = action_stats
         vocab_size = self.text_vocab_size
         if spec.action_token_mode == "added":
             names = action_token_names()
@@ -171,21 +168,18 @@ class VLAModel(nn.Module):
                 raise ValueError("added-mode action tokens are missing from the tokenizer: build the backbone "
                                  "with extra_tokens=extra_tokens(spec)")
             vocab_size = first
-        self.action_tokenizer = ActionTokenizer(action_stats, mode=spec.action_token_mode, vocab_size=vocab_size)
-        self.state_normalizer = state_normalizer if spec.use_state else None
-        if spec.use_state and state_normalizer is None:
-            raise ValueError("use_state is true but no state statistics were given")
-        tok = self.tokenizer
-        self.eos_id = tok.eos_token_id
-        self.pad_id = tok.pad_token_id
-        self.image_token_id = tok.convert_tokens_to_ids("<|image_pad|>")
-        self.state_token_id = tok.convert_tokens_to_ids(STATE_TOKEN)
-        self.action_pad_id = tok.convert_tokens_to_ids(ACTION_PAD_TOKEN)
+        action_tokenizer = ActionTokenizer(action_stats, mode=spec.action_token_mode, vocab_size=vocab_size)
+        # the transforms around this module (training's collate, evaluation, serving): policies.processor
+        self.processor = PolicyProcessor(spec, self.tokenizer, self.image_processor, action_tokenizer, action_stats,
+                                         state_normalizer)
+        p = self.processor
+        self.eos_id, self.pad_id, self.image_token_id = p.eos_id, p.pad_id, p.image_token_id
+        self.state_token_id, self.action_pad_id = p.state_token_id, p.action_pad_id
         # LM-head rows for the loss: the 256 action ids in ascending order, then the end token
-        self.register_buffer("action_ids", torch.as_tensor(self.action_tokenizer.token_ids), persistent=False)
+        self.register_buffer("action_ids", torch.as_tensor(action_tokenizer.token_ids), persistent=False)
         hidden = self.lm.config.get_text_config().hidden_size
         if spec.use_state:
-            self.state_proj = nn.Sequential(nn.Linear(state_normalizer.mean.shape[0], hidden), nn.GELU(),
+            self.state_proj = nn.Sequential(nn.Linear(p.state_normalizer.mean.shape[0], hidden), nn.GELU(),
                                             nn.Linear(hidden, hidden))
         if spec.head == "parallel":
             self.action_queries = nn.Parameter(torch.randn(spec.num_queries, hidden) * 0.02)
@@ -213,73 +207,6 @@ class VLAModel(nn.Module):
             if mask.any():
                 out[mask] = rows.to(out.dtype).reshape(-1, out.shape[-1])
         return out
-
-    def _prompt_ids(self, instruction: str, image_tokens: tuple[int, ...]) -> tuple[int, ...]:
-        key = (instruction, image_tokens)
-        if key not in self._prompt_cache:
-            if len(self._prompt_cache) >= 4096:  # a server seeing ever new instructions: stay bounded
-                self._prompt_cache.clear()
-            self._prompt_cache[key] = self._build_prompt_ids(instruction, image_tokens)
-        return self._prompt_cache[key]
-
-    def _build_prompt_ids(self, instruction: str, image_tokens: tuple[int, ...]) -> tuple[int, ...]:
-        if self.spec.prompt == "compact":
-            text = "".join(f"<|vision_start|>{'<|image_pad|>' * n}<|vision_end|>" for n in image_tokens)
-            text += (STATE_TOKEN if self.spec.use_state else "") + instruction_text(instruction)
-            return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        parts = ["<|im_start|>user\n"]
-        for cam, n in zip(self.spec.cameras, image_tokens):
-            parts.append(f"{cam}: <|vision_start|>{'<|image_pad|>' * n}<|vision_end|>\n")
-        if self.spec.use_state:
-            parts.append(f"state: {STATE_TOKEN}\n")
-        parts.append(prompt_text(instruction) + "<|im_end|>\n<|im_start|>assistant\n")
-        return tuple(self.tokenizer("".join(parts), add_special_tokens=False)["input_ids"])
-
-    def used_token_ids(self, instructions: list[str]) -> list[int]:
-        """Every token id this policy reads or writes for these instructions: their prompts, the
-        special tokens and the action ids (what a compact checkpoint must keep)."""
-        size = input_size(self.image_processor, self.spec.resolution, self.spec.resolution)
-        per_image = size[0] * size[1] // (self.image_processor.patch_size * self.image_processor.merge_size) ** 2
-        ids = {self.eos_id, self.pad_id, self.image_token_id, self.state_token_id, self.action_pad_id,
-               *self.action_ids.tolist()}
-        for text in instructions:
-            ids.update(self._prompt_ids(text, (per_image,) * len(self.spec.cameras)))
-        return sorted(ids)
-
-    def encode(self, images: dict, states, instructions: list[str], actions=None, action_is_pad=None,
-               augment: bool = False) -> dict:
-        """A batch of observations (images {camera: uint8[B, H, W, 3]}, states [B, S], B
-        instructions) and, for training, target actions [B, H, 7] -> model inputs (left padded).
-        augment: random crops (training); otherwise the centre crop."""
-        spec, B = self.spec, len(instructions)
-        flat = np.stack([img for b in range(B) for img in camera_images({c: images[c][b] for c in spec.cameras},
-                                                                         spec.cameras, spec.resolution)])
-        size = input_size(self.image_processor, spec.resolution, spec.resolution)[0]
-        pix, per_image = image_inputs(self.image_processor, crop_and_resize(flat, spec.crop_scale, size, augment))
-        n_cam = len(spec.cameras)
-        if actions is not None:
-            a = np.asarray(actions, np.float32).reshape(B, -1, spec.action_dim)
-            target_ids = self.action_tokenizer.encode(a)
-        suffixes = [()] * B
-        if spec.head == "parallel":
-            suffixes = [(self.action_pad_id,) * spec.num_queries] * B
-        elif actions is not None:
-            suffixes = [tuple(row.reshape(-1).tolist()) + (self.eos_id,) for row in target_ids]
-        seqs = [self._prompt_ids(instructions[b], tuple(per_image[b * n_cam:(b + 1) * n_cam])) + suffixes[b]
-                for b in range(B)]
-        input_ids, mask = left_pad(seqs, self.pad_id)
-        batch = {"input_ids": input_ids, "attention_mask": mask, "pixel_values": pix["pixel_values"],
-                 "image_grid_thw": pix["image_grid_thw"], "mm_token_type_ids": (input_ids == self.image_token_id).int()}
-        if spec.use_state:
-            if states is None:
-                raise ValueError("this policy reads the proprioceptive state: the observation needs 'state' [B, 8]")
-            batch["state"] = torch.as_tensor(self.state_normalizer(np.asarray(states, np.float32).reshape(B, -1)))
-        if actions is not None:
-            batch["target_norm"] = torch.as_tensor(np.clip(self.action_stats.normalize(a), -1, 1))
-            batch["target_ids"] = torch.as_tensor(target_ids)
-            pad = np.zeros(a.shape[:2], bool) if action_is_pad is None else np.asarray(action_is_pad, bool)
-            batch["action_is_pad"] = torch.as_tensor(pad.reshape(B, -1))
-        return batch
 
     # -- forward -----------------------------------------------------------------------------
     @property
@@ -362,7 +289,7 @@ class VLAModel(nn.Module):
                 values = self._regress(hidden)
                 target = batch["target_norm"].to(self.device).reshape(-1, n)
                 loss = ((values - target).abs() * valid).sum() / valid.sum()
-                ids = self.action_tokenizer.encode_normalized(values.detach().cpu().numpy().reshape(-1, spec.action_dim))
+                ids = self.processor.action_tokenizer.encode_normalized(values.detach().cpu().numpy().reshape(-1, spec.action_dim))
                 pred = torch.as_tensor(ids.reshape(values.shape), device=self.device) - self.action_ids[0]
         accuracy = ((pred == bins) & valid).sum().float() / valid.sum()
         return {"loss": loss, "accuracy": accuracy.detach()}
@@ -381,23 +308,16 @@ class VLAModel(nn.Module):
         return out[:, -n:].cpu().numpy()
 
     @torch.no_grad()
-    def predict(self, batch: dict) -> np.ndarray:
-        """Actions [B, H, 7] (un-normalised) for a batch from `encode(...)` without actions."""
-        actions = self._predict(batch)
-        if self.spec.binarize_gripper:  # a regressed 0.3 would half-close the fingers; the data has only -1 / +1
-            binary = ~np.asarray(self.action_stats.mask, bool)
-            actions[..., binary] = np.where(actions[..., binary] > 0, 1.0, -1.0)
-        return actions
-
-    def _predict(self, batch: dict) -> np.ndarray:
+    def predict(self, batch: dict) -> dict:
+        """For a batch from `processor.encode(...)` without actions: {"action_ids": [B, H, 7]}
+        (token outputs) or {"normalized": [B, H, 7] in -1..1} (L1); processor.decode makes them actions."""
         spec = self.spec
         B = batch["input_ids"].shape[0]
         if spec.head == "tokens":
-            ids = self.generate_action_ids(batch)
-            return self.action_tokenizer.decode(ids.reshape(B, spec.chunk_size, spec.action_dim))
+            return {"action_ids": self.generate_action_ids(batch).reshape(B, spec.chunk_size, spec.action_dim)}
         hidden = self._parallel_hidden(batch)
         if spec.output == "tokens":
             ids = (self._action_logits(hidden).argmax(-1) + self.action_ids[0]).cpu().numpy()
-            return self.action_tokenizer.decode(ids.reshape(B, spec.chunk_size, spec.action_dim))
+            return {"action_ids": ids.reshape(B, spec.chunk_size, spec.action_dim)}
         values = self._regress(hidden).clamp(-1, 1).cpu().numpy()
-        return self.action_stats.unnormalize(values.reshape(B, spec.chunk_size, spec.action_dim))
+        return {"normalized": values.reshape(B, spec.chunk_size, spec.action_dim)}

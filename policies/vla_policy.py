@@ -30,5 +30,5 @@ class VLAPolicy:
             images = {k: np.asarray(v)[None] for k, v in images.items()}
             state = None if obs_batch.get("state") is None else np.asarray(obs_batch["state"])[None]
             return self.act({"images": images, "state": state, "instruction": [instr]})
-        batch = self.model.encode(images, obs_batch.get("state"), list(instr))
-        return self.model.predict(batch).astype(np.float32)
+        processor = self.model.processor
+        return processor.decode(self.model.predict(processor.encode(images, obs_batch.get("state"), list(instr))))

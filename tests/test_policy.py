@@ -52,7 +52,7 @@ def test_tiny_backbones_predict_action_chunks(family):
         model = tiny_model(family, head=head, output=output, chunk_size=3)
         actions = VLAPolicy(model).act(random_obs())
         assert actions.shape == (2, 3, 7) and actions.dtype == np.float32
-        assert np.all(actions >= model.action_stats.min - 1e-6) and np.all(actions <= model.action_stats.max + 1e-6)
+        assert np.all(actions >= model.processor.action_stats.min - 1e-6) and np.all(actions <= model.processor.action_stats.max + 1e-6)
 
 
 def test_real_qwen_vocabulary_layout():
@@ -60,19 +60,19 @@ def test_real_qwen_vocabulary_layout():
     tok = model.tokenizer
     assert tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|image_pad|>"]) == [151643, 151644, 151655]
     assert tok.decode(tok("pick up the bowl")["input_ids"]) == "pick up the bowl"
-    ids = model.action_tokenizer.token_ids  # OpenVLA: the last 256 ordinary tokens
+    ids = model.processor.action_tokenizer.token_ids  # OpenVLA: the last 256 ordinary tokens
     assert ids[0] == QWEN_TEXT_VOCAB - 256 and ids[-1] == QWEN_TEXT_VOCAB - 1
     added = tiny_model(vocab="qwen", action_token_mode="added")
-    assert added.action_tokenizer.token_ids[0] == added.tokenizer.convert_tokens_to_ids("<|action_0|>")
+    assert added.processor.action_tokenizer.token_ids[0] == added.tokenizer.convert_tokens_to_ids("<|action_0|>")
 
 
 def test_constrained_decoder_never_emits_a_non_action_id():
     model = tiny_model(chunk_size=2)  # random weights: most of its 800 ids are not action ids
     obs = random_obs()
-    batch = model.encode(obs["images"], obs["state"], obs["instruction"])
+    batch = model.processor.encode(obs["images"], obs["state"], obs["instruction"])
     free = model.lm.generate(**model._model_inputs(batch), max_new_tokens=14, min_new_tokens=14, do_sample=False,
                              pad_token_id=model.pad_id)[:, -14:].numpy()
-    allowed = set(model.action_tokenizer.token_ids.tolist())
+    allowed = set(model.processor.action_tokenizer.token_ids.tolist())
     assert not set(np.unique(free)) <= allowed, "unconstrained decoding should stray outside the action ids"
     ids = model.generate_action_ids(batch)
     assert ids.shape == (2, 14) and set(np.unique(ids)) <= allowed
@@ -105,7 +105,7 @@ def test_tiny_model_overfits_two_episodes_and_reloads_identically(demo_dataset, 
         for start in range(0, len(ds), 32):
             idx = range(start, min(start + 32, len(ds)))
             b = obs_batch(ds, idx, model.spec.cameras)
-            batch = model.encode(b["images"], b["state"], b["instruction"], actions=np.stack([ds[i]["action"] for i in idx]))
+            batch = model.processor.encode(b["images"], b["state"], b["instruction"], actions=np.stack([ds[i]["action"] for i in idx]))
             acc = model(batch)["accuracy"].item()
             correct, total = correct + acc * len(idx), total + len(idx)
     assert correct / total > 0.95
@@ -255,7 +255,7 @@ def test_a_dropped_model_is_freed_after_encoding():
 
     model = tiny_model()
     obs = random_obs()
-    model.encode(obs["images"], obs["state"], obs["instruction"])
+    model.processor.encode(obs["images"], obs["state"], obs["instruction"])
     ref = weakref.ref(model)
     del model
     gc.collect()

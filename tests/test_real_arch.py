@@ -74,7 +74,7 @@ def test_real_config_matches_our_tokenizer_and_action_ids(name):
             tok.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"])
         assert cfg.get_text_config().eos_token_id == tok.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
         assert model.text_vocab_size == QWEN_TEXT_VOCAB == tok.convert_tokens_to_ids(QWEN_SPECIALS[0])
-        ids = model.action_tokenizer.token_ids
+        ids = model.processor.action_tokenizer.token_ids
         assert len(ids) == 256 and len(set(ids.tolist())) == 256
         assert model.lm.get_input_embeddings().weight.shape[0] == QWEN_EMBEDDING_ROWS  # not resized
         if mode == "openvla":
@@ -153,7 +153,7 @@ def test_bfloat16_backbone_feeds_the_float32_regression_head():
     assert model.lm.dtype == torch.bfloat16 and model.regressor[1].weight.dtype == torch.float32
     obs = observations()
     assert VLAPolicy(model).act(obs).shape == (2, 2, 7)
-    batch = model.encode(obs["images"], obs["state"], obs["instruction"], actions=np.zeros((2, 2, 7), np.float32))
+    batch = model.processor.encode(obs["images"], obs["state"], obs["instruction"], actions=np.zeros((2, 2, 7), np.float32))
     assert torch.isfinite(model(batch)["loss"])
 
 
@@ -170,7 +170,7 @@ def test_full_size_real_architecture_takes_a_lora_step_on_cpu(name):
     assert backbone_params(model.lm) == REAL[name]["params"]
     apply_lora(model, {"r": 16})
     obs = observations()
-    batch = model.encode(obs["images"], obs["state"], obs["instruction"], actions=np.zeros((2, 2, 7), np.float32))
+    batch = model.processor.encode(obs["images"], obs["state"], obs["instruction"], actions=np.zeros((2, 2, 7), np.float32))
     model.train()
     loss = model(batch)["loss"]
     loss.backward()

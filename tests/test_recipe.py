@@ -59,7 +59,7 @@ def test_batched_window_attention_equals_hfs_per_window_loop(family):
     model = tiny_model(family, resolution=112)
     visual = model.lm.model.visual
     attns = [m for m in visual.modules() if type(m).__name__.endswith("VisionAttention")]
-    batch = model.encode(random_obs(2, 112)["images"], np.zeros((2, 8)), ["a", "b"])
+    batch = model.processor.encode(random_obs(2, 112)["images"], np.zeros((2, 8)), ["a", "b"])
     pix, grid = batch["pixel_values"].requires_grad_(True), batch["image_grid_thw"]
 
     def run():
@@ -89,7 +89,7 @@ def test_one_query_per_chunk_step_shortens_the_sequence_and_learns():
     for queries in ("dims", "steps"):
         torch.manual_seed(0)
         model = tiny_model(head="parallel", output="l1", chunk_size=8, queries=queries).train()
-        batch = model.encode(obs["images"], obs["state"], obs["instruction"], actions=actions)
+        batch = model.processor.encode(obs["images"], obs["state"], obs["instruction"], actions=actions)
         lengths[queries] = batch["input_ids"].shape[1]
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
         losses = []
@@ -114,7 +114,7 @@ def test_compact_prompt_keeps_images_state_and_instruction_only():
     obs = random_obs()
     chat, compact = (tiny_model(vocab="qwen", head="parallel", output="l1", chunk_size=2, queries="steps", prompt=p)
                      for p in ("chat", "compact"))
-    a, b = (m.encode(obs["images"], obs["state"], obs["instruction"]) for m in (chat, compact))
+    a, b = (m.processor.encode(obs["images"], obs["state"], obs["instruction"]) for m in (chat, compact))
     assert a["input_ids"].shape[1] - b["input_ids"].shape[1] == 33
     words = compact.tokenizer(obs["instruction"][1], add_special_tokens=False)["input_ids"]
     row = b["input_ids"][1].tolist()
@@ -185,8 +185,8 @@ def test_recipe_trains_with_frozen_embeddings_and_ships_a_compact_checkpoint(dem
     for name, value in before.state_dict().items():
         if name not in vocab:
             torch.testing.assert_close(started.state_dict()[name], value, msg=name)  # lr 0: one step changes nothing
-    old_rows = before.used_token_ids(ds.tasks)
-    new_rows = sorted(set(started.used_token_ids([NEW_TASK])) - set(old_rows))
+    old_rows = before.processor.used_token_ids(ds.tasks)
+    new_rows = sorted(set(started.processor.used_token_ids([NEW_TASK])) - set(old_rows))
     rows = started.lm.get_input_embeddings().weight
     torch.testing.assert_close(rows[old_rows], before.lm.get_input_embeddings().weight[old_rows])
     assert len(new_rows) >= 3 and (rows[new_rows].abs().sum(1) > 0).all() and len({tuple(r.tolist()) for r in rows[new_rows]}) == len(new_rows)
@@ -286,3 +286,20 @@ def test_the_readmes_load_policy_snippet_runs_and_drives_the_env():
     assert "tiny-libero_spatial" in vla.shipped_policies()
     with pytest.raises(FileNotFoundError, match="not one of the shipped policies \\['tiny-libero_spatial'\\]"):
         vla.load_policy("no-such-policy")
+
+
+def test_the_shipped_policy_acts_as_recorded_before_the_processor_moved_out_of_the_model():
+    """tests/data/shipped_policy_reference.npz: six real LIBERO-Spatial observations and the actions
+    the shipped policy gave for them when the model still did its own preprocessing (2026-12-07).
+    Through the processor now: the same actions (float rounding of other thread counts aside)."""
+    from pathlib import Path
+
+    import vla
+
+    ref = np.load(Path(__file__).parent / "data" / "shipped_policy_reference.npz")
+    obs = {"images": {c: ref[c] for c in ("agentview", "robot0_eye_in_hand")}, "state": ref["state"],
+           "instruction": [str(t) for t in ref["instruction"]]}
+    policy = vla.load_policy("tiny-libero_spatial")
+    np.testing.assert_allclose(policy.act(obs), ref["actions"], atol=1e-6, rtol=0)
+    described = json.loads((Path("checkpoints/tiny-libero_spatial") / "processor.json").read_text())
+    assert [s["step"] for s in described["inputs"]] == ["images", "prompt", "state", "action_targets"]

@@ -84,7 +84,7 @@ def training_batch(model, batch_size: int, seed: int = 0) -> dict:
     res, spec = model.spec.resolution, model.spec
     images = {c: rng.integers(0, 255, (batch_size, res, res, 3), dtype=np.uint8) for c in spec.cameras}
     actions = rng.uniform(-1, 1, (batch_size, spec.chunk_size, spec.action_dim)).astype(np.float32)
-    return model.encode(images, np.zeros((batch_size, 8), np.float32), [INSTRUCTION] * batch_size, actions=actions,
+    return model.processor.encode(images, np.zeros((batch_size, 8), np.float32), [INSTRUCTION] * batch_size, actions=actions,
                         augment=True)
 
 

@@ -9,7 +9,7 @@ Protocol (binary msgpack frames, numpy arrays as typed byte buffers, never pickl
 - a bad frame gets {"type": "error", "error": "..."} and the connection stays open.
 openpi clients (openpi-client's WebsocketClientPolicy) are served too: their array encoding is read
 (vla.deploy.wire) and each answer goes back in the encoding the connection spoke, {"actions": ...}
-as they read it, errors as text frames as openpi's server sends them; with `obs_map` (OBS_MAPS) an
+as they read it, errors as text frames as openpi's server sends them; with `obs_map` (policies.processor.KEY_MAPS) an
 openpi observation's flat keys become ours.
 Requests from concurrent clients that arrive within `batch_wait_ms` share one policy call.
 HTTP GET /healthz answers 200 without a key; with `api_key` set (or $VLA_API_KEY) the websocket
@@ -28,23 +28,13 @@ from http import HTTPStatus
 import numpy as np
 from omegaconf import DictConfig
 
+from policies.processor import KEY_MAPS, map_keys
 from policies.transforms import camera_images, stack_observations
 
 from .wire import WireError, pack, unpack_with_encoding
 
 log = logging.getLogger("vla.serve")
 STATE_DIM, ACTION_DIM = 8, 7
-# obs_map presets: an openpi client's flat observation keys -> our images by camera, state, instruction
-OBS_MAPS = {
-    "openpi_libero": {  # openpi's LIBERO example client (examples/libero/main.py)
-        "images": {"agentview": "observation/image", "robot0_eye_in_hand": "observation/wrist_image"},
-        "state": "observation/state", "instruction": "prompt",
-        # it turns the raw render 180 degrees, we only flip it upside down: its images are ours mirrored
-        "mirrored": True,
-    },
-}
-
-
 class RequestError(ValueError):
     """An observation the server cannot use; its message goes back to the client."""
 
@@ -56,9 +46,9 @@ class PolicyServer:
         self.policy, self.cameras, self.resolution = policy, list(cameras), int(resolution)
         self.api_key, self.max_batch, self.batch_wait = api_key or None, int(max_batch), batch_wait_ms / 1000
         self.max_message_bytes = int(max_message_bytes)
-        if obs_map is not None and obs_map not in OBS_MAPS:
-            raise ValueError(f"obs_map must be one of {sorted(OBS_MAPS)} or null, not {obs_map!r}")
-        self.obs_map = OBS_MAPS.get(obs_map)
+        if obs_map is not None and obs_map not in KEY_MAPS:
+            raise ValueError(f"obs_map must be one of {sorted(KEY_MAPS)} or null, not {obs_map!r}")
+        self.obs_map = KEY_MAPS.get(obs_map)
         self.metadata = {"type": "metadata", "policy": name, "cameras": self.cameras,
                          "image_size": [self.resolution, self.resolution], "image_dtype": "uint8 [H, W, 3], upright",
                          "state_dim": STATE_DIM, "state_layout": "eef position (3), eef axis-angle (3), gripper qpos (2)",
@@ -74,16 +64,10 @@ class PolicyServer:
     # -- requests ---------------------------------------------------------------------------
     def _mapped(self, msg: dict) -> dict:
         """An openpi client's flat observation as ours, through the server's obs_map."""
-        m = self.obs_map
-        wanted = [*m["images"].values(), m["state"], m["instruction"]]
-        missing = [k for k in wanted if k not in msg]
-        if missing:
-            raise RequestError(f"observation lacks {missing} (obs_map expects {wanted})")
-        images = {}
-        for camera, key in m["images"].items():
-            img = np.asarray(msg[key])
-            images[camera] = np.ascontiguousarray(img[:, ::-1]) if m["mirrored"] and img.ndim == 3 else img
-        return {"images": images, "state": msg[m["state"]], "instruction": msg[m["instruction"]]}
+        try:
+            return map_keys(msg, self.obs_map)
+        except ValueError as e:
+            raise RequestError(str(e)) from None
 
     def _observation(self, msg) -> dict:
         """Checks one observation and brings its images to the policy's resolution."""

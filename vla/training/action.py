@@ -36,7 +36,7 @@ def ensure_dataset(cfg: DictConfig) -> Path | list[Path]:
 def make_collate(model):
     def collate(samples: list[dict]) -> dict:
         cams = model.spec.cameras
-        return model.encode({c: np.stack([s["images"][c] for s in samples]) for c in cams},
+        return model.processor.encode({c: np.stack([s["images"][c] for s in samples]) for c in cams},
                             np.stack([s["state"] for s in samples]), [s["task"] for s in samples],
                             actions=np.stack([s["action"] for s in samples]),
                             action_is_pad=np.stack([s["action_is_pad"] for s in samples]), augment=True)
@@ -115,7 +115,7 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
     # frozen text embeddings: checkpoints keep only the rows the training prompts use (a few MB)
     vocab_rows = None
     if cfg.train.freeze_embeddings and not lora:
-        vocab_rows = sorted(set(model.used_token_ids(dataset.tasks)) | (cotrain.token_ids if cotrain else set()))
+        vocab_rows = sorted(set(model.processor.used_token_ids(dataset.tasks)) | (cotrain.token_ids if cotrain else set()))
 
     def save(path: Path, state: dict, tensors: dict, weights: dict | None) -> None:
         if cotrain:
