@@ -29,10 +29,26 @@ def test_unknown_group_value_fails_clearly():
         load("suite=libero_nope")
 
 
-def test_train_cli_prints_resolved_config():
-    out = subprocess.run([sys.executable, "-m", "vla.train", "suite=libero_goal", "--cfg", "job"],
-                         capture_output=True, text=True, check=True).stdout
-    assert "name: libero_goal" in out and "max_steps: 300" in out
+def test_train_cli_is_the_quickstart_unless_another_recipe_is_named():
+    """`python -m vla.train` alone is the first run (configs/recipe/quickstart.yaml): two tasks,
+    the fast path, its own evaluation on those tasks; recipe=cpu is the full recipe, ~recipe the
+    plain defaults. Shown through the CLI's own --cfg job, as a user would see it."""
+    import yaml
+
+    def job(*overrides):
+        out = subprocess.run([sys.executable, "-m", "vla.train", *overrides, "--cfg", "job", "--resolve"],
+                             capture_output=True, text=True, check=True).stdout
+        return yaml.safe_load(out)
+
+    quick = job("suite=libero_goal")
+    assert quick["suite"]["name"] == "libero_goal" and quick["train"]["tasks"] == [0, 1]
+    assert quick["train"]["dataset"] == "data/libero_goal_quickstart" and quick["train"]["summary"] == "quickstart"
+    assert (quick["head"]["name"], quick["head"]["queries"], quick["train"]["prompt"], quick["train"]["resolution"]) == (
+        "parallel", "steps", "compact", 84)
+    full = job("recipe=cpu")
+    assert full["train"]["tasks"] is None and full["train"]["max_steps"] == 4000 and "summary" not in full["train"]
+    plain = job("~recipe")
+    assert plain["head"]["name"] == "tokens" and plain["train"]["max_steps"] == 300
 
 
 def test_train_cli_rejects_unknown_suite():

@@ -76,6 +76,27 @@ def libero_table() -> str:
 TABLES = {"libero": libero_table}
 
 
+def whats_next(checkpoint: Path) -> str:
+    """What the quickstart prints last: its own result, what the shipped policies and the full
+    recipe give, and the commands for them."""
+    own = json.loads((checkpoint.parent.parent / "eval" / checkpoint.name / "success.json").read_text())
+    lines = [f"\nThis run: {own['successes']}/{own['episodes']} episodes solved ({100 * own['success_rate']:.0f}%) on the "
+             f"tasks it trained on, at init states it never saw. Checkpoint: {checkpoint}",
+             "", "Next:"]
+    for suite, _ in LIBERO:
+        r = ours(suite)
+        if r:
+            hours = r["provenance"].get("cpu_hours", {})
+            lines.append(f"  shipped {suite} policy: {100 * r['success_rate']:.1f}% over the protocol's {r['episodes']} episodes"
+                         + (f" ({sum(hours.values()):.1f} CPU-hours to make)" if hours else "")
+                         + f"\n      python -m vla.eval eval.checkpoint=checkpoints/tiny-{suite} suite={suite}")
+    lines += ["  the full CPU recipe on a whole suite (hours on 2 cores; README, 'Training on a CPU'):",
+              "      python -m vla.collect suite=libero_spatial episodes_per_task=50 workers=2 out=data/libero_spatial_50",
+              "      python -m vla.train recipe=cpu",
+              "  a policy in Python: import vla; policy = vla.load_policy('tiny-libero_spatial'); policy.act(obs)"]
+    return "\n".join(lines)
+
+
 def render(text: str) -> str:
     """text with every results block replaced by its generated table."""
     def block(m: re.Match) -> str:

@@ -1,7 +1,9 @@
 """Train a VLA policy on a LeRobotDataset: `python -m vla.train suite=libero_spatial model=tiny_qwen2_5_vl head=tokens`.
 
-`stage=spatial` tunes the backbone on spatial VQA first (vla.spatial); `backbone_checkpoint=PATH`
-starts the action stage from its checkpoint. `recipe=cpu` is the measured CPU recipe.
+With no arguments it is the quickstart (configs/recipe/quickstart.yaml through configs/train_job.yaml):
+two LIBERO-Spatial tasks collected, trained and evaluated in minutes. `recipe=cpu` is the measured
+CPU recipe for whole suites; `~recipe` the plain defaults. `stage=spatial` tunes the backbone on
+spatial VQA first (vla.spatial); `backbone_checkpoint=PATH` starts the action stage from its checkpoint.
 Multi-GPU: `accelerate launch --config_file configs/accelerate/{1gpu,ddp_8gpu,fsdp_8gpu}.yaml -m vla.train ...`
 (the same code); `python -m vla.plan_memory` says what fits.
 Rerunning the same command resumes from the newest checkpoint in `train.output_dir`.
@@ -29,16 +31,20 @@ def train(cfg: DictConfig) -> Path:
     return train_stage(cfg, make_stage)
 
 
-@hydra.main(config_path="../configs", config_name="config", version_base="1.3")
+@hydra.main(config_path="../configs", config_name="train_job", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from policies.checkpoint import CheckpointError
 
     from .dataset.format import DatasetError
 
     try:
-        train(cfg)
+        last = train(cfg)
     except (TrainError, DatasetError, CheckpointError, ValueError) as e:
         raise SystemExit(f"vla.train: {e}") from None
+    if cfg.train.get("summary") == "quickstart":
+        from .results import whats_next
+
+        print(whats_next(last))
 
 
 if __name__ == "__main__":

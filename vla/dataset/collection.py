@@ -136,12 +136,12 @@ def _collect(cfg: DictConfig, tasks: list[int]) -> Path:
 
 
 def collect_demos(suite: str, out, episodes_per_task: int, cameras: list[str], resolution: int,
-                  tasks: list[int] | None = None, seed: int = 0) -> Path:
+                  tasks: list[int] | None = None, seed: int = 0, workers: int = 1) -> Path:
     """collect() with configs/collect.yaml's defaults, from code (training's auto-collection, benchmarks)."""
     return collect(OmegaConf.create({
         "suite": {"name": suite}, "episodes_per_task": episodes_per_task, "tasks": tasks, "cameras": list(cameras),
         "resolution": resolution, "render_quality": "lowpoly", "layouts": "random", "max_attempts_per_episode": 3,
-        "seed": seed, "out": str(out), "workers": 1}))
+        "seed": seed, "out": str(out), "workers": workers}))
 
 
 def merge_datasets(sources: list, out) -> Path:

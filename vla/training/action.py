@@ -27,9 +27,12 @@ def ensure_dataset(cfg: DictConfig) -> Path | list[Path]:
                          f"episodes_per_task=N out={root}` or point train.dataset at a LeRobotDataset v3.0 folder")
     from ..dataset.collection import collect_demos
 
-    print(f"dataset {root} not found: collecting {cfg.train.collect_episodes_per_task} scripted episodes per task first")
+    tasks = cfg.train.get("tasks")
+    print(f"dataset {root} not found: collecting {cfg.train.collect_episodes_per_task} scripted episodes per task "
+          f"({'tasks ' + str(list(tasks)) if tasks is not None else 'every task'}) first")
     collect_demos(cfg.suite.name, root, cfg.train.collect_episodes_per_task, list(cfg.train.cameras),
-                  cfg.train.resolution, seed=cfg.seed)
+                  cfg.train.resolution, tasks=None if tasks is None else list(tasks), seed=cfg.seed,
+                  workers=int(cfg.train.get("collect_workers", 1)))
     return root
 
 
@@ -126,10 +129,11 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
     def evaluate(path: Path) -> dict:
         from ..eval import evaluate as run_eval
 
-        ecfg = OmegaConf.merge(cfg, {"eval": {"policy": "checkpoint", "checkpoint": str(path),
-                                              "trials_per_task": cfg.train.eval_trials_per_task,
-                                              "layouts": cfg.train.eval_layouts,
-                                              "out": str(out / "eval" / path.name)}})
+        evaluation = {"policy": "checkpoint", "checkpoint": str(path), "trials_per_task": cfg.train.eval_trials_per_task,
+                      "layouts": cfg.train.eval_layouts, "out": str(out / "eval" / path.name)}
+        if cfg.train.get("tasks") is not None:  # the tasks it trained on
+            evaluation["tasks"] = list(cfg.train.tasks)
+        ecfg = OmegaConf.merge(cfg, {"eval": evaluation})
         return {f"eval/success_rate_{cfg.train.eval_layouts}_layouts": run_eval(ecfg)["success_rate"]}
 
     summary = f"head {cfg.head.name}/{cfg.head.output}, chunk {cfg.head.chunk_size}; dataset {dataset.root}: {len(dataset)} frames"
