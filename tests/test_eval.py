@@ -40,10 +40,12 @@ def test_scripted_expert_through_the_batched_engine(tmp_path):
     assert len(frames) == rec["steps"] + 1 and frames[0].shape[1] >= 2 * 64  # both cameras side by side
 
 
-def test_random_policy_scores_nothing(tmp_path):
+def test_a_failing_policy_runs_the_whole_step_budget_and_scores_nothing(tmp_path):
     summary = evaluate(load_config(*SMALL, "eval.policy=random", "eval.tasks=[0]", "eval.trials_per_task=2",
                                    "eval.max_steps=40", "eval.save_videos=0", f"eval.out={tmp_path}"))
-    assert summary["episodes"] == 2 and summary["successes"] == 0
+    assert summary["episodes"] == 2 and summary["successes"] == 0 and summary["errors"] == 0
+    records = [json.loads(l) for l in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    assert [(r["success"], r["steps"]) for r in records] == [(False, 40), (False, 40)]  # not cut short, not counted
 
 
 class KillsAWorker(ExpertPolicy):

@@ -48,11 +48,17 @@ def random_obs(n=2, res=64, instructions=("pick up the bowl", "put the black bow
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
 def test_tiny_backbones_predict_action_chunks(family):
+    """Every head gives [B, H, 7] chunks that depend on the observation (other images, other
+    actions) and repeat exactly for the same one."""
+    obs = random_obs()
+    other = {**obs, "images": {c: 255 - v for c, v in obs["images"].items()}}
     for head, output in (("tokens", "tokens"), ("parallel", "tokens"), ("parallel", "l1")):
-        model = tiny_model(family, head=head, output=output, chunk_size=3)
-        actions = VLAPolicy(model).act(random_obs())
+        torch.manual_seed(0)
+        policy = VLAPolicy(tiny_model(family, head=head, output=output, chunk_size=3))
+        actions = policy.act(obs)
         assert actions.shape == (2, 3, 7) and actions.dtype == np.float32
-        assert np.all(actions >= model.processor.action_stats.min - 1e-6) and np.all(actions <= model.processor.action_stats.max + 1e-6)
+        np.testing.assert_array_equal(policy.act(obs), actions)
+        assert not np.array_equal(policy.act(other), actions), (head, output)
 
 
 def test_real_qwen_vocabulary_layout():
