@@ -75,3 +75,35 @@ def test_no_import_circle_and_no_file_over_400_lines():
     for m in sorted(graph):
         if m not in state:
             visit(m, [])
+
+
+def heading_anchors(text: str) -> set[str]:
+    """GitHub's anchors for a markdown file's headings: lowercase, punctuation dropped, spaces to dashes."""
+    import re
+
+    anchors = set()
+    for line in text.splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+def test_every_relative_link_in_the_docs_leads_somewhere():
+    """Docs move (the changelog took the lab-notebook passages): a link to a file or heading that
+    is gone fails here."""
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and file.suffix == ".md" and anchor not in heading_anchors(file.read_text()):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, broken
