@@ -2,6 +2,7 @@
 embedding, frozen text embeddings, compact checkpoints, and the recipe config."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -246,21 +247,27 @@ def test_recipe_config_reaches_the_model():
     assert config.text_config.num_hidden_layers == 4
 
 
-def test_the_shipped_checkpoint_loads_and_acts_in_one_batch():
-    """checkpoints/tiny-libero_spatial: the CPU recipe's policy, in the normal checkpoint format
-    (no optimiser state, compact vocabulary), loads on a fresh machine and acts on a batch."""
-    from pathlib import Path
+SHIPPED = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "checkpoints").glob("tiny-*"))
 
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_shipped_checkpoint_loads_and_acts_in_one_batch(name):
+    """checkpoints/tiny-<suite>: the CPU recipe's policy for that suite, in the normal checkpoint
+    format (no optimiser state, compact vocabulary, under 25 MB), loads on a fresh machine and acts
+    on a batch of its own suite's instructions; vla.eval takes it for that suite."""
+    from policies.checkpoint import trained_tasks
     from vla.eval import load_policy
 
-    path = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-libero_spatial"
+    path = Path(__file__).resolve().parents[1] / "checkpoints" / name
+    assert sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) < 25 * 2**20
     policy, cameras, size, chunk = load_policy("checkpoint", str(path), None)
     assert cameras == ["agentview", "robot0_eye_in_hand"] and size == 128 and chunk == 8
     assert policy.spec.render_quality == "lowpoly" and not (path / "optimizer.safetensors").exists()
+    instructions, suite = trained_tasks(path)
+    assert name == f"tiny-{suite}" and len(instructions) == 10
     rng = np.random.default_rng(0)
     obs = {"images": {c: rng.integers(0, 255, (3, 128, 128, 3), dtype=np.uint8) for c in cameras},
-           "state": rng.normal(size=(3, 8)).astype(np.float32),
-           "instruction": ["pick up the black bowl on the ramekin and place it on the plate"] * 3}
+           "state": rng.normal(size=(3, 8)).astype(np.float32), "instruction": instructions[:3]}
     actions = policy.act(obs)
     assert actions.shape == (3, 8, 7) and np.isfinite(actions).all()
     assert set(np.unique(actions[..., 6])) <= {-1.0, 1.0} and np.abs(actions[..., :6]).max() <= 1.0 + 1e-6
