@@ -140,7 +140,7 @@ def test_parallel_head_trains_and_reloads_identically(demo_dataset, tmp_path, ou
 
 
 def test_training_resumes_after_a_kill_with_the_same_loss_curve(demo_dataset, tmp_path):
-    args = [sys.executable, "-m", "vla.train", *TINY, f"train.dataset={demo_dataset}", "train.max_steps=40",
+    args = [sys.executable, "-m", "vla.train", "~recipe", *TINY, f"train.dataset={demo_dataset}", "train.max_steps=40",
             "train.save_every=10", "train.log_every=5"]
     subprocess.run(args + [f"train.output_dir={tmp_path / 'whole'}"], check=True, capture_output=True)
 
@@ -189,7 +189,7 @@ def test_bad_checkpoints_and_configs_fail_clearly(demo_dataset, tmp_path):
                           f"train.output_dir={tmp_path / 'x'}"))
     with pytest.raises(ValueError, match="head must be one of"):
         PolicySpec(head="diffusion")
-    r = subprocess.run([sys.executable, "-m", "vla.train", *TINY, f"train.dataset={tmp_path / 'absent'}",
+    r = subprocess.run([sys.executable, "-m", "vla.train", "~recipe", *TINY, f"train.dataset={tmp_path / 'absent'}",
                         "train.collect_if_missing=false", f"train.output_dir={tmp_path / 'y'}"], capture_output=True, text=True)
     assert r.returncode != 0 and "vla.train: dataset" in r.stderr and "Traceback" not in r.stderr
 

@@ -137,7 +137,7 @@ def test_training_in_two_processes_resumes_exactly(config, kind, demo_dataset, t
     here = Path(__file__).resolve().parent
     script = [str(here / "fsdp_on_cpu.py")] if kind == "FSDP" else ["-m", "vla.train"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(here.parent / "configs" / "accelerate" / f"{config}.yaml"),
-           "--num_processes", "2", *script, "model.vocab=bytes", "train.resolution=64", f"train.dataset={demo_dataset}",
+           "--num_processes", "2", *script, "~recipe", "model.vocab=bytes", "train.resolution=64", f"train.dataset={demo_dataset}",
            "train.max_steps=4", "train.save_every=2", "train.log_every=1", "train.batch_size=2", "train.eval_trials_per_task=0"]
     runs = {}
     for name, extra in (("whole", []), ("cut", ["train.stop_at=2"]), ("cut", [])):

@@ -79,10 +79,13 @@ TABLES = {"libero": libero_table}
 def whats_next(checkpoint: Path) -> str:
     """What the quickstart prints last: its own result, what the shipped policies and the full
     recipe give, and the commands for them."""
-    own = json.loads((checkpoint.parent.parent / "eval" / checkpoint.name / "success.json").read_text())
-    lines = [f"\nThis run: {own['successes']}/{own['episodes']} episodes solved ({100 * own['success_rate']:.0f}%) on the "
-             f"tasks it trained on, at init states it never saw. Checkpoint: {checkpoint}",
-             "", "Next:"]
+    lines = [f"\nCheckpoint: {checkpoint}"]
+    result = checkpoint.parent.parent / "eval" / checkpoint.name / "success.json"
+    if result.is_file():
+        own = json.loads(result.read_text())
+        lines.append(f"This run solved {own['successes']}/{own['episodes']} episodes ({100 * own['success_rate']:.0f}%) "
+                     f"of the tasks it trained on, from init states it never saw.")
+    lines += ["", "Next:"]
     for suite, _ in LIBERO:
         r = ours(suite)
         if r:
