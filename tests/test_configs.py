@@ -38,7 +38,7 @@ def test_train_cli_is_the_quickstart_unless_another_recipe_is_named():
     assert (quick["head"]["name"], quick["head"]["queries"], quick["train"]["prompt"], quick["train"]["resolution"]) == (
         "parallel", "steps", "compact", 84)
     full = job("recipe=cpu")
-    assert full["train"]["tasks"] is None and full["train"]["max_steps"] == 4000 and "summary" not in full["train"]
+    assert full["train"]["tasks"] is None and full["train"]["dataset"] == "data/libero_spatial_50" and "summary" not in full["train"]
     plain = job("~recipe")
     assert plain["head"]["name"] == "tokens" and plain["train"]["max_steps"] == 300
 

@@ -193,14 +193,15 @@ def test_recipe_trains_with_frozen_embeddings_and_ships_a_compact_checkpoint(dem
     assert len(new_rows) >= 3 and (rows[new_rows].abs().sum(1) > 0).all() and len({tuple(r.tolist()) for r in rows[new_rows]}) == len(new_rows)
     for stats in ("action_stats.json", "state_stats.json"):
         assert (warmed / stats).read_text() == (ckpt / stats).read_text()
-    # a warm start may change the head's shape (one query per chunk step instead of per number): the
+    # a warm start may change the head's shape (one query per number instead of per chunk step): the
     # backbone comes from the checkpoint, the reshaped layers start fresh
     steps = train(load_config("recipe=cpu", "train.num_threads=1", "train.eval_trials_per_task=0", "train.eval_every=0",
                               f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path / 'steps'}", "train.max_steps=1",
                               "train.save_every=1", "train.batch_size=8", "train.resolution=56", "train.lr=0",
-                              "head.queries=steps", f"train.init_from={ckpt}"))
+                              "head.queries=dims", f"train.init_from={ckpt}"))
+    assert before.spec.queries == "steps"
     stepped = load_model_from_checkpoint(steps).state_dict()
-    assert stepped["action_queries"].shape == (8, 128) and stepped["regressor.3.weight"].shape == (7, 128)
+    assert stepped["action_queries"].shape == (56, 128) and stepped["regressor.3.weight"].shape == (1, 128)
     for name, value in before.state_dict().items():
         if not name.startswith(("action_queries", "regressor.3.")):
             torch.testing.assert_close(stepped[name], value, msg=name)
