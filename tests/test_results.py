@@ -21,7 +21,7 @@ def test_the_table_reads_each_suite_from_its_result_folder(tmp_path, monkeypatch
     (tmp_path / "tiny-libero_10" / "provenance.json").write_text(json.dumps({"cpu_hours": {"collection": 1.25, "training": 2.0}}))
     table = results.libero_table()
     assert "| **90.0** (87.0-92.0) | **80.0** (77.0-82.0) | **70.0** (67.0-72.0) | **60.0** (57.0-62.0) | **75.0** |" in table
-    assert "|  |  |  | 3.2 (1.2 + 2.0) | |" in table
+    assert "|  |  |  | 3.3 (1.3 + 2.0) | |" in table  # rounded half up
     assert "| OpenVLA 7B | 84.7 | 88.4 | 79.2 | 53.7 | 76.5 |" in table and "| pi0 3B (openpi) | 96.8 | 98.8 | 95.8 | 85.2 | 94.2 |" in table
     edited = results.render("<!-- results:libero -->\n| made up |\n<!-- /results:libero -->")
     assert "made up" not in edited and "**75.0**" in edited

@@ -34,6 +34,11 @@ EXPERT = {"libero_spatial": (500, 500), "libero_object": (500, 500), "libero_goa
 BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
 
+def one_decimal(x: float) -> str:
+    """Rounded half up, as a reader rounds (0.95 -> 1.0; Python's format gives 0.9)."""
+    return str(Decimal(repr(round(x, 10))).quantize(Decimal("0.1"), ROUND_HALF_UP))
+
+
 def ours(suite: str) -> dict | None:
     """The shipped policy's protocol result for a suite, with its provenance; None if not measured."""
     folder = RESULTS / f"tiny-{suite}"
@@ -62,14 +67,13 @@ def libero_table() -> str:
     rows = [f"| **ours**: tiny Qwen2.5-VL + OFT head, trained on this CPU (95% Wilson CI) | " + " | ".join(cells) + f" | {average} |"]
     hours = [measured[s]["provenance"].get("cpu_hours") if measured[s] else None for s, _ in LIBERO]
     rows.append("| CPU-hours behind each (collection + training, 2 cores) | "
-                + " | ".join("" if h is None else f"{h['collection'] + h['training']:.1f} ({h['collection']:.1f} + {h['training']:.1f})"
-                             for h in hours) + " | |")
+                + " | ".join("" if h is None else f"{one_decimal(h['collection'] + h['training'])} "
+                             f"({one_decimal(h['collection'])} + {one_decimal(h['training'])})" for h in hours) + " | |")
     expert = [EXPERT[s] for s, _ in LIBERO]
     rows.append("| scripted expert (ground truth, no learning) | " + " | ".join(f"{100 * k / n:.1f}" for k, n in expert)
                 + f" | {100 * sum(k / n for k, n in expert) / len(expert):.1f} |")
     for name, values in PUBLISHED:  # averaged as the papers do: half up from the rounded columns
-        average = (sum(Decimal(str(v)) for v in values) / len(values)).quantize(Decimal("0.1"), ROUND_HALF_UP)
-        rows.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {average} |")
+        rows.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {one_decimal(sum(values) / len(values))} |")
     return head + "\n".join(rows) + "\n"
 
 
