@@ -34,6 +34,7 @@ def test_recorded_episode_reads_back_identically(tmp_path):
     assert ds[0]["task"] == env.instruction and ds[0]["action"].shape == (8, 7)
 
 
+@pytest.mark.slow
 def test_collect_skips_a_task_without_an_expert_and_records_the_rest(tmp_path):
     """libero_90 task 35 (open the microwave) has no scripted skill: collection names it and goes
     on; task 33 (close the microwave) is recorded."""
@@ -98,6 +99,7 @@ def test_dart_noise_perturbs_the_arm_but_records_the_experts_clean_actions():
     assert np.abs(np.diff(labels, axis=0)).mean() < 0.1
 
 
+@pytest.mark.slow
 def test_parallel_collection_writes_one_dataset_with_a_serial_runs_episodes(tmp_path):
     """workers=2: two env workers record a task each, this process writes both into one dataset;
     a task's episodes do not depend on the split (same seeds as a serial run)."""

@@ -88,6 +88,7 @@ def _labelled_run(expert_drives: float, max_steps: int | None = None):
     return got[0]
 
 
+@pytest.mark.slow
 def test_labelling_worker_records_the_experts_action_for_every_visited_state():
     # the expert driving every chunk: the labels are exactly the expert's own episode on that layout
     rec, steps = _labelled_run(expert_drives=1.0)

@@ -62,6 +62,7 @@ class KillsAWorker(ExpertPolicy):
         return super().act(obs_batch)
 
 
+@pytest.mark.slow
 def test_a_dead_worker_is_replaced_and_its_episode_retried(tmp_path):
     log = ResultsLog(tmp_path / "episodes.jsonl")
     spec = EnvSpec("libero_spatial", ("agentview",), 64, expert=True)
@@ -102,6 +103,7 @@ def test_layout_seeds_beyond_numpys_range_are_refused_before_anything_runs(tmp_p
     assert not (tmp_path / "episodes.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_evaluation_resumes_to_the_same_table(tmp_path):
     args = [sys.executable, "-m", "vla.eval", *SMALL, "eval.num_envs=1", "eval.policy=scripted", "eval.tasks=[0]",
             "eval.trials_per_task=3", "eval.save_videos=0", f"eval.out={tmp_path}"]

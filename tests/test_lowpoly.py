@@ -32,6 +32,7 @@ def test_decimated_copy_keeps_shape_frame_and_texture_coordinates(tmp_path, monk
     assert lowpoly_file(bowl_mesh(), 100_000) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suite, task, init", [("libero_spatial", 3, 0), ("libero_object", 2, 0)])
 def test_expert_and_physics_are_unchanged_on_decimated_scenes(suite, task, init):
     """The expert succeeds on both settings with bit-identical states at every step, while the

@@ -95,6 +95,7 @@ def test_batched_actions_equal_one_at_a_time():
             np.testing.assert_allclose(one[0], both[i], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_two_episodes_and_reloads_identically(demo_dataset, tmp_path):
     cfg = load_config(*TINY, f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path / 'run'}",
                       "train.max_steps=700", "train.batch_size=16", "train.lr=2e-3", "train.warmup_steps=20",

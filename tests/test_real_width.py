@@ -73,6 +73,7 @@ def losses(run) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, head, lr", [("qwen2_5_vl_3b", "parallel", 3e-5), ("qwen3_vl_2b", "tokens", 1e-4)])
 def test_reduced_depth_trains_in_bf16_autocast_and_fp32_and_acts(name, head, lr, one_batch, tmp_path, capsys):
     """One text layer and one vision block at full width (~430M parameters, 1.7 GB in fp32; the
@@ -108,6 +109,7 @@ def test_bad_precision_settings_are_named(tmp_path):
             train(load_config("model.vocab=bytes", f"train.mixed_precision={setting}", f"train.output_dir={tmp_path}"))
 
 
+@pytest.mark.slow
 def test_memory_plan_covers_every_layout_and_matches_a_measured_peak():
     """`vla.plan_memory` for Qwen3-VL-2B: 12 rows (full / LoRA x checkpointing x 1 GPU, DDP, FSDP),
     each the sum of its parts; its method checked here: a real fp32 training step of the depth-2

@@ -180,6 +180,7 @@ except UnsupportedTask as e:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_expert_solves_the_task_and_doing_nothing_does_not(task, standins):
     """envs.robocasa_experts on the stand-in kitchen, from a few seeds each, within the horizon, and
@@ -205,6 +206,7 @@ def run_cli(module: str, *args, assets) -> subprocess.CompletedProcess:
                           cwd=REPO, env=env)
 
 
+@pytest.mark.slow
 def test_robocasa_suite_collects_and_evaluates_the_expert_through_our_commands(standins, tmp_path):
     """suite=robocasa through vla.collect and vla.eval unchanged: the scripted expert's demonstrations
     become a LeRobot v3 dataset with the three cameras and each episode's own instruction, and the

@@ -201,6 +201,7 @@ def test_bridge_clips_stops_on_stale_observations_and_obeys_enable(ros_env, tmp_
     assert "clipped: " in log and "stop: observation is" in log and "commanding disabled" in log
 
 
+@pytest.mark.slow
 def test_scripted_policy_completes_a_libero_task_through_ros(ros_env, tmp_path):
     from envs.suites import get_suite
 

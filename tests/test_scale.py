@@ -77,6 +77,7 @@ def outcomes(log: ResultsLog) -> list[tuple]:
     return sorted((r["task"], r["init"], r["success"], r["steps"]) for r in log.records)
 
 
+@pytest.mark.slow
 def test_ray_evaluation_spreads_over_both_nodes_with_the_local_outcomes(ray_cluster, tmp_path):
     """eval.backend=ray: the env workers are actors on the two nodes (each episode logs its node);
     the scripted policy gets the same per-episode outcomes as with local worker processes."""
@@ -103,6 +104,7 @@ class KillsAnActor(ExpertPolicy):
         return super().act(obs_batch)
 
 
+@pytest.mark.slow
 def test_a_killed_actor_loses_nothing(ray_cluster, tmp_path):
     log = ResultsLog(tmp_path / "episodes.jsonl")
     engine.run(KillsAnActor(), SPEC, EPISODES[:2], log, num_envs=2, backend="ray", ray_address=ray_cluster)
@@ -111,6 +113,7 @@ def test_a_killed_actor_loses_nothing(ray_cluster, tmp_path):
     assert sum(r.get("retried", False) for r in log.records) == 1
 
 
+@pytest.mark.slow
 def test_ray_collection_writes_one_dataset_with_the_local_episodes(ray_cluster, tmp_path):
     """vla.collect backend=ray: two actors record a task each, this process writes the dataset;
     each task's episode is the one a local collection records (its seeds do not depend on where it ran)."""
@@ -128,6 +131,7 @@ def test_ray_collection_writes_one_dataset_with_the_local_episodes(ray_cluster, 
         np.testing.assert_array_equal(*actions)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config, kind", [("ddp_8gpu", "MULTI_CPU"), ("fsdp_8gpu", "FSDP")])
 def test_training_in_two_processes_resumes_exactly(config, kind, demo_dataset, tmp_path):
     """The shipped accelerate configs (configs/accelerate/) with --num_processes 2 on a machine
