@@ -277,9 +277,6 @@ def test_each_shipped_checkpoint_loads_and_acts_in_one_batch(name):
 
 def test_the_readmes_load_policy_snippet_runs_and_drives_the_env():
     """The README's five lines, as written there, then the chunk executed in the real simulator."""
-    import re
-    from pathlib import Path
-
     import vla
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()

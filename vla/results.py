@@ -64,7 +64,7 @@ def libero_table() -> str:
     done = [r for r in measured.values() if r is not None]
     average = f"**{100 * sum(r['success_rate'] for r in done) / len(done):.1f}**" if len(done) == len(LIBERO) else \
         f"({len(done)} of {len(LIBERO)} suites)"
-    rows = [f"| **ours**: tiny Qwen2.5-VL + OFT head, trained on this CPU (95% Wilson CI) | " + " | ".join(cells) + f" | {average} |"]
+    rows = ["| **ours**: tiny Qwen2.5-VL + OFT head, trained on this CPU (95% Wilson CI) | " + " | ".join(cells) + f" | {average} |"]
     hours = [measured[s]["provenance"].get("cpu_hours") if measured[s] else None for s, _ in LIBERO]
     rows.append("| CPU-hours behind each (collection + training, 2 cores) | "
                 + " | ".join("" if h is None else f"{one_decimal(h['collection'] + h['training'])} "
