@@ -206,6 +206,13 @@ def test_recipe_trains_with_frozen_embeddings_and_ships_a_compact_checkpoint(dem
     for name, value in before.state_dict().items():
         if not name.startswith(("action_queries", "regressor.3.")):
             torch.testing.assert_close(stepped[name], value, msg=name)
+    # another backbone size is refused by name, not with torch's traceback
+    from vla.train import TrainError
+
+    with pytest.raises(TrainError, match="has other backbone sizes than this run's model .*size mismatch for lm.model"):
+        train(load_config("recipe=cpu", "train.num_threads=1", "train.eval_trials_per_task=0", f"train.dataset={demo_dataset}",
+                          f"train.output_dir={tmp_path / 'other'}", "train.max_steps=1", "train.resolution=56",
+                          "model.tiny.intermediate_size=256", f"train.init_from={ckpt}"))
 
 
 def test_recipe_inputs_are_checked(demo_dataset, tmp_path):

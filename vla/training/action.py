@@ -171,7 +171,11 @@ def warm_start(model, path: Path, cotrain: "SpatialCoTraining | None" = None) ->
     own = model.state_dict()
     changed = {k for k, shape in shapes.items()
                if k.startswith(HEAD_PARAMETERS) and k in own and tuple(own[k].shape) != shape}
-    missing, unexpected = load_weights(model, path / "model.safetensors", skip=changed, keep_other_rows=True)
+    try:
+        missing, unexpected = load_weights(model, path / "model.safetensors", skip=changed, keep_other_rows=True)
+    except RuntimeError as e:  # torch's size mismatch: the backbone's sizes differ
+        raise TrainError(f"train.init_from={path} has other backbone sizes than this run's model "
+                         f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from None
     missing = [k for k in missing if k not in changed]
     if missing or unexpected:
         raise TrainError(f"train.init_from={path} does not match this run's model: missing {missing[:5]}, "
