@@ -173,8 +173,6 @@ class VLAModel(nn.Module):
         self.processor = PolicyProcessor(spec, self.tokenizer, self.image_processor, action_tokenizer, action_stats,
                                          state_normalizer)
         p = self.processor
-        self.eos_id, self.pad_id, self.image_token_id = p.eos_id, p.pad_id, p.image_token_id
-        self.state_token_id, self.action_pad_id = p.state_token_id, p.action_pad_id
         # LM-head rows for the loss: the 256 action ids in ascending order, then the end token
         self.register_buffer("action_ids", torch.as_tensor(action_tokenizer.token_ids), persistent=False)
         hidden = self.lm.config.get_text_config().hidden_size
@@ -217,10 +215,10 @@ class VLAModel(nn.Module):
         self._inject = {}
         dev = self.device
         if self.spec.use_state:
-            self._inject[self.state_token_id] = self.state_proj(batch["state"].to(dev))
+            self._inject[self.processor.state_token_id] = self.state_proj(batch["state"].to(dev))
         if self.spec.head == "parallel":
             B = batch["input_ids"].shape[0]
-            self._inject[self.action_pad_id] = self.action_queries.unsqueeze(0).expand(B, -1, -1)
+            self._inject[self.processor.action_pad_id] = self.action_queries.unsqueeze(0).expand(B, -1, -1)
 
     def _model_inputs(self, batch: dict) -> dict:
         keys = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
@@ -250,7 +248,7 @@ class VLAModel(nn.Module):
         return out.last_hidden_state[:, -n:]
 
     def _action_logits(self, hidden: torch.Tensor, with_eos: bool = False) -> torch.Tensor:
-        rows = self.action_ids if not with_eos else torch.cat([self.action_ids, self.action_ids.new_tensor([self.eos_id])])
+        rows = self.action_ids if not with_eos else torch.cat([self.action_ids, self.action_ids.new_tensor([self.processor.eos_id])])
         return hidden @ self.lm.get_output_embeddings().weight[rows].T
 
     def _regress(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -301,7 +299,7 @@ class VLAModel(nn.Module):
         self._set_injections(batch)
         try:
             out = self.lm.generate(**self._model_inputs(batch), max_new_tokens=n, min_new_tokens=n,
-                                   do_sample=False, use_cache=True, pad_token_id=self.pad_id,
+                                   do_sample=False, use_cache=True, pad_token_id=self.processor.pad_id,
                                    logits_processor=LogitsProcessorList([AllowedTokens(self.action_ids)]))
         finally:
             self._inject = {}

@@ -77,7 +77,7 @@ def test_constrained_decoder_never_emits_a_non_action_id():
     obs = random_obs()
     batch = model.processor.encode(obs["images"], obs["state"], obs["instruction"])
     free = model.lm.generate(**model._model_inputs(batch), max_new_tokens=14, min_new_tokens=14, do_sample=False,
-                             pad_token_id=model.pad_id)[:, -14:].numpy()
+                             pad_token_id=model.processor.pad_id)[:, -14:].numpy()
     allowed = set(model.processor.action_tokenizer.token_ids.tolist())
     assert not set(np.unique(free)) <= allowed, "unconstrained decoding should stray outside the action ids"
     ids = model.generate_action_ids(batch)

@@ -81,8 +81,8 @@ def test_real_config_matches_our_tokenizer_and_action_ids(name):
             assert ids.min() == 151_387 and ids.max() == 151_642 == QWEN_TEXT_VOCAB - 1
             assert min(tok.get_added_vocab().values()) == QWEN_TEXT_VOCAB  # every special token sits above them
         else:
-            assert ids.min() > max(model.state_token_id, model.action_pad_id) and ids.max() < QWEN_EMBEDDING_ROWS
-        assert max(model.state_token_id, model.action_pad_id, len(tok) - 1) < QWEN_EMBEDDING_ROWS
+            assert ids.min() > max(model.processor.state_token_id, model.processor.action_pad_id) and ids.max() < QWEN_EMBEDDING_ROWS
+        assert max(model.processor.state_token_id, model.processor.action_pad_id, len(tok) - 1) < QWEN_EMBEDDING_ROWS
 
 
 @pytest.mark.parametrize("name", REAL)

@@ -120,8 +120,8 @@ def test_compact_prompt_keeps_images_state_and_instruction_only():
     assert a["input_ids"].shape[1] - b["input_ids"].shape[1] == 33
     words = compact.tokenizer(obs["instruction"][1], add_special_tokens=False)["input_ids"]
     row = b["input_ids"][1].tolist()
-    assert row.count(compact.image_token_id) == (a["input_ids"][1] == chat.image_token_id).sum()
-    assert row.count(compact.state_token_id) == 1 and row[-2 - len(words):-2] == words  # then 2 action queries
+    assert row.count(compact.processor.image_token_id) == (a["input_ids"][1] == chat.processor.image_token_id).sum()
+    assert row.count(compact.processor.state_token_id) == 1 and row[-2 - len(words):-2] == words  # then 2 action queries
     assert VLAPolicy(compact).act(obs).shape == (2, 2, 7)
     with pytest.raises(ValueError, match="prompt must be one of"):
         tiny_model(prompt="poem")
