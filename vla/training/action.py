@@ -145,10 +145,18 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
         extra_inputs=cotrain.inputs if cotrain else None, shardable=cotrain is None)
 
 
-def resume_weights(model, path: Path, cotrain: "SpatialCoTraining | None" = None) -> None:
+def resume_weights(model, path: Path, cotrain: "SpatialCoTraining | None" = None, skip: set[str] = frozenset(),
+                   keep_other_rows: bool = False) -> None:
+    """A checkpoint's weights into the model (policies.checkpoint.load_weights: skip, keep_other_rows);
+    TrainError, naming what differs, when they do not fit it."""
     from policies.checkpoint import load_weights
 
-    missing, unexpected = load_weights(model, path / "model.safetensors")
+    try:
+        missing, unexpected = load_weights(model, path / "model.safetensors", skip=skip, keep_other_rows=keep_other_rows)
+    except RuntimeError as e:  # torch's size mismatch: the backbone's sizes differ
+        raise TrainError(f"{path} has other backbone sizes than this run's model "
+                         f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from None
+    missing = [k for k in missing if k not in skip]
     if missing or unexpected:
         raise TrainError(f"{path} does not match this run's model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     if cotrain:
@@ -161,29 +169,18 @@ HEAD_PARAMETERS = ("action_queries", "regressor.", "state_proj.")  # the policy'
 def warm_start(model, path: Path, cotrain: "SpatialCoTraining | None" = None) -> None:
     """train.init_from: every weight of the checkpoint, except head layers whose shape this run
     changed (e.g. head.queries=steps from a dims policy): those start fresh, and it says so. The
-    backbone must match exactly (same model sizes)."""
+    backbone must match exactly (same model sizes). Vocabulary rows the checkpoint lacks (words of
+    new instructions) keep the fresh model's values."""
     from safetensors import safe_open
-
-    from policies.checkpoint import load_weights
 
     with safe_open(str(path / "model.safetensors"), "pt") as f:
         shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     own = model.state_dict()
     changed = {k for k, shape in shapes.items()
                if k.startswith(HEAD_PARAMETERS) and k in own and tuple(own[k].shape) != shape}
-    try:
-        missing, unexpected = load_weights(model, path / "model.safetensors", skip=changed, keep_other_rows=True)
-    except RuntimeError as e:  # torch's size mismatch: the backbone's sizes differ
-        raise TrainError(f"train.init_from={path} has other backbone sizes than this run's model "
-                         f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from None
-    missing = [k for k in missing if k not in changed]
-    if missing or unexpected:
-        raise TrainError(f"train.init_from={path} does not match this run's model: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
     if changed:
         print(f"train.init_from={path}: head layers {sorted(changed)} start fresh (this run changed their shape)")
-    if cotrain:
-        cotrain.vqa.head_from_lm()
+    resume_weights(model, path, cotrain, skip=changed, keep_other_rows=True)
 
 
 class CoTrained(torch.nn.Module):
