@@ -1,4 +1,4 @@
-"""Train a VLA policy on a LeRobotDataset: `python -m vla.train suite=libero_spatial model=tiny_qwen2_5_vl head=tokens`.
+"""Train a VLA policy on a LeRobotDataset: `python -m vla.train recipe=cpu suite=libero_object`.
 
 With no arguments it is the quickstart (configs/recipe/quickstart.yaml through configs/train_job.yaml):
 two LIBERO-Spatial tasks collected, trained and evaluated in minutes. `recipe=cpu` is the measured

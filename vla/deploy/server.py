@@ -35,6 +35,8 @@ from .wire import WireError, pack, unpack_with_encoding
 
 log = logging.getLogger("vla.serve")
 STATE_DIM, ACTION_DIM = 8, 7
+
+
 class RequestError(ValueError):
     """An observation the server cannot use; its message goes back to the client."""
 
