@@ -1,7 +1,7 @@
-"""The README's result tables, generated from the measurements in docs/results/ instead of copied
-by hand: `python -m vla.results` rewrites every block between `<!-- results:NAME -->` and
-`<!-- /results:NAME -->` in README.md; tests/test_results.py fails when a block differs from
-what its sources give.
+"""The result tables of README.md and docs/evaluation.md, generated from the measurements in
+docs/results/ instead of copied by hand: `python -m vla.results` rewrites every block between
+`<!-- results:NAME -->` and `<!-- /results:NAME -->` in them; tests/test_results.py fails when a
+block differs from what its sources give.
 
 Sources: docs/results/tiny-<suite>/success.json (the protocol evaluation of
 checkpoints/tiny-<suite>, written by vla.eval) and docs/results/tiny-<suite>/provenance.json
@@ -77,7 +77,39 @@ def libero_table() -> str:
     return head + "\n".join(rows) + "\n"
 
 
-TABLES = {"libero": libero_table}
+def libero_policies() -> str:
+    """One line per shipped LIBERO policy: its protocol result per task, its held-out fresh layouts
+    (docs/results/tiny-<suite>-heldout_layouts/, where measured) and how it was made and chosen."""
+    lines = []
+    for suite, name in LIBERO:
+        r = ours(suite)
+        if r is None:
+            lines.append(f"- **{name}**: not yet.")
+            continue
+        p = r["provenance"]
+        per_task = ", ".join(str(t["successes"]) for t in r["tasks"])
+        line = (f"- **{name}**, `checkpoints/tiny-{suite}`: {count(r)} over the protocol; per task {per_task} "
+                f"of {r['tasks'][0]['episodes']} (`docs/results/tiny-{suite}/`)")
+        heldout = RESULTS / f"tiny-{suite}-heldout_layouts" / "success.json"
+        if heldout.is_file():
+            line += f"; {count(json.loads(heldout.read_text()))} on held-out fresh layouts (`docs/results/tiny-{suite}-heldout_layouts/`)"
+        if p.get("how"):
+            line += f". Made by {p['how']}"
+        if p.get("chosen_on"):
+            line += f"; chosen on {p['chosen_on']}"
+        lines.append(line + ".")
+    return "\n".join(lines) + "\n"
+
+
+def count(result: dict) -> str:
+    """'432/500 (86.4%, CI 83.1-89.1)' for a success.json."""
+    lo, hi = (100 * x for x in result["ci95"])
+    return f"{result['successes']}/{result['episodes']} ({100 * result['success_rate']:.1f}%, CI {lo:.1f}-{hi:.1f})"
+
+
+TABLES = {"libero": libero_table, "libero_policies": libero_policies}
+# the files whose results blocks are generated (and checked by tests/test_results.py)
+DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "evaluation.md"]
 
 
 def whats_next(checkpoint: Path) -> str:
@@ -116,15 +148,15 @@ def render(text: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    new = render(text)
-    if "--check" in argv:
-        if new != text:
-            raise SystemExit("README.md's result tables differ from docs/results/: run python -m vla.results")
-        return
-    readme.write_text(new)
-    print(f"README.md: {len(BLOCK.findall(text))} result table(s) written from {RESULTS}")
+    for doc in DOCUMENTS:
+        text = doc.read_text()
+        new = render(text)
+        if "--check" in argv:
+            if new != text:
+                raise SystemExit(f"{doc.relative_to(ROOT)}'s result tables differ from docs/results/: run python -m vla.results")
+            continue
+        doc.write_text(new)
+        print(f"{doc.relative_to(ROOT)}: {len(BLOCK.findall(text))} result block(s) written from {RESULTS}")
 
 
 if __name__ == "__main__":
