@@ -267,3 +267,20 @@ def test_a_dropped_model_is_freed_after_encoding():
     del model
     gc.collect()
     assert ref() is None
+
+
+def test_a_rerun_validates_a_newest_checkpoint_whose_validation_was_lost(demo_dataset, tmp_path, capsys):
+    """A run killed while validating its last checkpoint (or right after saving it) validates it when
+    rerun, instead of finishing with a checkpoint no validation ever saw."""
+    args = [*TINY, f"train.dataset={demo_dataset}", "train.max_steps=4", "train.save_every=2", "train.eval_every=2",
+            "train.eval_trials_per_task=1", "train.eval_layouts=random", "eval.tasks=[0]", "eval.max_steps=8",
+            "eval.num_envs=1", "eval.save_videos=0", f"train.output_dir={tmp_path}"]
+    train(load_config(*args))
+    first, last = (tmp_path / "eval" / f"step_00000{n}" / "success.json" for n in (2, 4))
+    assert first.is_file() and last.is_file()
+    last.unlink()  # as if killed during the validation of step 4
+    kept = first.stat().st_mtime_ns
+    train(load_config(*args, "train.resume=true"))
+    assert "step_000004 was not validated: validating it" in capsys.readouterr().out
+    assert last.is_file() and json.loads(last.read_text())["episodes"] == 1
+    assert first.stat().st_mtime_ns == kept  # older checkpoints are not validated again

@@ -293,6 +293,17 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
                 shutil.rmtree(old, ignore_errors=True)
         return path
 
+    def due_for_evaluation(step: int) -> bool:
+        every = cfg.train.eval_every
+        return bool(stage.evaluate and accelerator.is_main_process
+                    and (step == cfg.train.max_steps or (every and step % every == 0)))
+
+    # a run killed during (or before) the validation of its newest checkpoint validates it now: the
+    # stage writes each evaluation to out/eval/<checkpoint>/, success.json last
+    if found and due_for_evaluation(start) and not (out / "eval" / found[-1].name / "success.json").is_file():
+        print(f"{found[-1]} was not validated: validating it before training on")
+        evaluate_checkpoint(found[-1], start)
+
     model.train()
     bar = tqdm(total=cfg.train.max_steps, initial=start, desc="train", unit="step", disable=not accelerator.is_main_process)
     t_data = t_step = 0.0
@@ -341,9 +352,7 @@ def train_stage(cfg: DictConfig, make_stage: Callable[[DictConfig, str, Path], S
             t_data = t_step = 0.0
         if (step + 1) % cfg.train.save_every == 0 or step + 1 in (end, cfg.train.max_steps):
             last = save(step + 1)
-            every = cfg.train.eval_every
-            if (stage.evaluate and accelerator.is_main_process
-                    and (step + 1 == cfg.train.max_steps or (every and (step + 1) % every == 0))):
+            if due_for_evaluation(step + 1):
                 evaluate_checkpoint(last, step + 1)
     bar.close()
     if metrics:
