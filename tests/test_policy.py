@@ -269,6 +269,7 @@ def test_a_dropped_model_is_freed_after_encoding():
     assert ref() is None
 
 
+@pytest.mark.slow
 def test_a_rerun_validates_a_newest_checkpoint_whose_validation_was_lost(demo_dataset, tmp_path, capsys):
     """A run killed while validating its last checkpoint (or right after saving it) validates it when
     rerun, instead of finishing with a checkpoint no validation ever saw."""
