@@ -36,6 +36,7 @@ class LiberoEnv(gym.Env):
         num_wait_steps: int | None = None,
         camera_obs: bool = True,
         depth: bool = False,
+        textures: tuple[str, ...] = (),
     ):
         self.suite = get_suite(suite) if isinstance(suite, str) else suite
         self.task = self.suite.task(task_index)
@@ -64,9 +65,17 @@ class LiberoEnv(gym.Env):
             )
         else:
             self._env = ControlEnv(**kwargs, use_camera_obs=False, has_offscreen_renderer=False)
-        if render_quality != "full" and camera_obs:
-            self._env.env.set_xml_processor(render_xml_processor(render_quality))
+        processors = [render_xml_processor(render_quality)] if render_quality != "full" and camera_obs else []
+        if textures:  # the background axis swaps surfaces' materials: their textures must be in the model
+            from .perturb import texture_xml_processor
+
+            processors.append(texture_xml_processor(textures))
+        if processors:
+            self._env.env.set_xml_processor(lambda xml: processors[-1](processors[0](xml)) if len(processors) > 1
+                                            else processors[0](xml))
         self._restore_fixture_poses_on_soft_reset()
+        self.perturbation = None  # envs.perturb.Perturbation of the current episode (reset's options)
+        self._scene_base: dict = {}
 
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(7,), dtype=np.float32)
         image = gym.spaces.Box(0, 255, shape=(resolution, resolution, 3), dtype=np.uint8)
@@ -106,6 +115,7 @@ class LiberoEnv(gym.Env):
         super().reset(seed=seed)
         options = options or {}
         init_state_index = options.get("init_state_index", init_state_index)
+        self.perturbation = options.get("perturbation")
         if seed is None and init_state_index is not None:
             # LIBERO's reset also re-samples fixture positions (cabinet, stove), which the init
             # state does not restore: seeding by the state index makes init state i one scene
@@ -165,6 +175,10 @@ class LiberoEnv(gym.Env):
 
             ctx = self.sim._render_context_offscreen
             ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        if self.perturbation is not None or self._scene_base:
+            from .perturb import apply_to_scene
+
+            apply_to_scene(self, self.perturbation)  # also undoes the last episode's
         self._placed = {n: np.array(self.sim.data._data.xpos[b]) for n, b in self._free_objects().items()}
         for k in range(self.num_wait_steps):
             self._render = k == self.num_wait_steps - 1
@@ -250,4 +264,13 @@ class LiberoEnv(gym.Env):
     def _observation(self, raw: dict, images: bool = True) -> dict:
         # MuJoCo renders with the origin at the bottom-left: flip rows to get upright images.
         images = {c: np.ascontiguousarray(raw[f"{c}_image"][::-1]) for c in self.cameras} if images else {}
-        return {"images": images, "state": self.state(raw), "instruction": self.task.instruction}
+        instruction = self.task.instruction
+        p = self.perturbation
+        if p is not None and p.axis == "noise":
+            from .perturb import PERTURBED_CAMERA, noisy_image
+
+            if PERTURBED_CAMERA in images:
+                images[PERTURBED_CAMERA] = noisy_image(images[PERTURBED_CAMERA], p, self._steps)
+        elif p is not None and p.axis == "language":
+            instruction = p.params["instruction"]
+        return {"images": images, "state": self.state(raw), "instruction": instruction}

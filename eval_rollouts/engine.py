@@ -84,6 +84,8 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
             rec["retried"] = True
         if s.get("node"):
             rec["node"] = s["node"]
+        if s.get("perturbation"):
+            rec["perturbation"] = s["perturbation"]
         if error:
             rec["error"] = error
         if record and s["key"] in video_episodes and s["frames"]:
@@ -122,6 +124,8 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
             s["instruction"] = reply["instruction"]
         if "node" in reply:
             s["node"] = reply.pop("node")
+        if "perturbation" in reply:
+            s["perturbation"] = reply.pop("perturbation")
         if reply["done"]:
             finish(i, reply["success"], reply["steps"])
         else:

@@ -35,6 +35,9 @@ class EnvSpec:
     # the expert drives a chunk with this probability (beta), the policy otherwise
     label: bool = False
     expert_drives: float = 0.0
+    # perturbed episodes (envs.perturb): ((axis, level), ...); episode (task, k) takes entry k mod
+    # its length, drawn from (axis, level, task, k) alone
+    perturb: tuple = ()
 
 
 # Fresh layouts' seeds: base + 10^4 task + k, each kind of layout from its own base, all apart from
@@ -75,9 +78,11 @@ def make_env(spec: EnvSpec, task: int):
         return RoboCasaEnv(suite.task(task).name, cameras=spec.cameras, resolution=spec.resolution,
                            max_steps=spec.max_steps, render_quality=spec.render_quality)
     from envs.libero_env import LiberoEnv
+    from envs.perturb import TEXTURES
 
+    textures = tuple(TEXTURES["eval"]) if any(axis == "background" for axis, _ in spec.perturb) else ()
     return LiberoEnv(suite, task, cameras=list(spec.cameras), resolution=spec.resolution,
-                     render_quality=spec.render_quality, max_steps=spec.max_steps)
+                     render_quality=spec.render_quality, max_steps=spec.max_steps, textures=textures)
 
 
 def _serve(conn, spec: EnvSpec) -> None:
@@ -113,10 +118,16 @@ def _serve(conn, spec: EnvSpec) -> None:
                 t, init, record = arg  # record: send every frame of this episode (for a video)
                 use_task(t)
                 seed = layout_seed(spec.layouts, t, init, spec.layout_seed_base)
+                perturbation = None
+                if spec.perturb:
+                    from envs.perturb import draw
+
+                    perturbation = draw(*spec.perturb[init % len(spec.perturb)], t, init, env.instruction)
+                options = {"options": {"perturbation": perturbation}} if perturbation is not None else {}
                 if seed is not None:
-                    obs, _ = env.reset(seed=seed)
+                    obs, _ = env.reset(seed=seed, **options)
                 else:
-                    obs, _ = env.reset(init_state_index=init)
+                    obs, _ = env.reset(init_state_index=init, **options)
                 expert = None
                 rng, learner_drove = np.random.default_rng([t, init]), False
                 if spec.expert or spec.label:
@@ -126,7 +137,8 @@ def _serve(conn, spec: EnvSpec) -> None:
                     except UnsupportedTask:
                         expert = None
                 reply(obs, done=False, success=False, steps=0, frames=[obs["images"]] if record else [],
-                      instruction=env.instruction)
+                      instruction=obs["instruction"],
+                      **({"perturbation": perturbation.record()} if perturbation is not None else {}))
             elif cmd == "demo":  # collection: one recorded scripted-expert episode (envs.episodes.record_episode)
                 t, seed, init, noise = arg
                 use_task(t)

@@ -93,6 +93,11 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ValueError(f"eval.trials_per_task must be 1..{suite.init_states_per_task}, not {cfg.eval.trials_per_task}")
     base = cfg.eval.get("layout_seed_base")
     check_layout_seeds(cfg.eval.layouts, base, max(tasks) + 1, cfg.eval.trials_per_task)
+    from envs.perturb import parse as parse_perturbations
+
+    perturb = tuple(parse_perturbations(cfg.eval.get("perturb")))
+    if perturb and suite.simulator != "libero":
+        raise ValueError(f"eval.perturb applies to LIBERO suites; suite={cfg.suite.name} runs in {suite.simulator}")
     instructions = {t: suite.tasks[t].instruction for t in tasks}
     if cfg.eval.policy == "checkpoint" and cfg.eval.checkpoint and not cfg.eval.get("allow_unseen_tasks"):
         check_trained_on(cfg.eval.checkpoint, cfg.suite.name, instructions)
@@ -103,7 +108,7 @@ def evaluate(cfg: DictConfig) -> dict:
     episodes = [(t, k) for t in tasks for k in range(cfg.eval.trials_per_task)]
     spec = EnvSpec(cfg.suite.name, tuple(cameras), int(resolution), render_quality(cfg.eval.render_quality, policy),
                    cfg.eval.max_steps, expert=cfg.eval.policy == "scripted", layouts=cfg.eval.layouts,
-                   layout_seed_base=base)
+                   layout_seed_base=base, perturb=perturb)
     log = ResultsLog(out / "episodes.jsonl")
     videos = {(t, k) for t in tasks for k in range(min(cfg.eval.save_videos, cfg.eval.trials_per_task))}
     backend, address = cfg.eval.get("backend", "local"), cfg.eval.get("ray_address")
