@@ -103,3 +103,19 @@ def rewrite(instruction: str, level: int, split: str, rng: np.random.Generator) 
     if level in (1, 2, 5):
         text = str(rng.choice(WRAPPERS[split])).format(text)
     return text
+
+
+def vocabulary(split: str) -> list[str]:
+    """Every word form a split's rewrites can produce (a checkpoint keeps their embedding rows)."""
+    forms = [t.replace("{}", " ") for t in WRAPPERS[split] + DISTRACTORS[split]]
+    return forms + [w for table in (VERBS, NOUNS) for entry in table.values() for w in entry[split]]
+
+
+def training_instruction(instruction: str, probability: float, key) -> str:
+    """The instruction a training sample shows: rewritten with the "train" words at a level drawn
+    from 1-5 with `probability`, else as written; fixed per `key` (e.g. episode and frame), so a
+    resumed run sees the same samples."""
+    rng = np.random.default_rng(key)
+    if probability <= 0 or rng.random() >= probability:
+        return instruction
+    return rewrite(instruction, int(rng.integers(1, 6)), "train", rng)

@@ -167,3 +167,26 @@ def test_the_engine_records_perturbations_and_the_expert_ignores_what_it_cannot_
         if spec:
             assert all(r["perturbation"]["axis"] == spec.split(":")[0] and r["perturbation"]["level"] == 5 for r in records)
     assert steps["noise:5"] == steps[None] == steps["language:5"]
+
+
+def test_training_rewrites_are_fixed_per_frame_and_their_words_travel_in_the_checkpoint(demo_dataset, tmp_path):
+    from conftest import load_config
+    from safetensors import safe_open
+
+    from envs.language import training_instruction, vocabulary
+    from policies import VLAPolicy
+    from vla.train import train
+
+    shown = [training_instruction(SPATIAL3, 0.5, [0, 3, f]) for f in range(200)]
+    assert shown == [training_instruction(SPATIAL3, 0.5, [0, 3, f]) for f in range(200)]  # resume sees the same
+    assert 60 < sum(s != SPATIAL3 for s in shown) < 140 and len(set(shown)) > 20
+    assert training_instruction(SPATIAL3, 0.0, [0, 3, 1]) == SPATIAL3
+    ckpt = train(load_config("recipe=cpu", "train.num_threads=1", "train.eval_trials_per_task=0", "train.eval_every=0",
+                             f"train.dataset={demo_dataset}", f"train.output_dir={tmp_path}", "train.max_steps=2",
+                             "train.save_every=2", "train.batch_size=4", "train.resolution=56",
+                             "train.instruction_rewrites=1.0"))
+    policy = VLAPolicy.from_checkpoint(ckpt)
+    with safe_open(str(ckpt / "model.safetensors"), "pt") as f:
+        kept = set(f.get_tensor("vocab_rows").tolist())
+    assert set(policy.model.processor.used_token_ids(vocabulary("train"))) <= kept
+    assert not set(policy.model.processor.used_token_ids(["timber cabinet chest of drawers"])) <= kept  # held out

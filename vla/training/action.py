@@ -36,11 +36,16 @@ def ensure_dataset(cfg: DictConfig) -> Path | list[Path]:
     return root
 
 
-def make_collate(model):
+def make_collate(model, rewrites: float = 0.0, seed: int = 0):
+    """Samples -> a training batch; rewrites: the share of instructions reworded by
+    envs.language's training rules (train.instruction_rewrites), fixed per frame."""
+    from envs.language import training_instruction
+
     def collate(samples: list[dict]) -> dict:
         cams = model.spec.cameras
+        tasks = [training_instruction(s["task"], rewrites, [seed, s["episode_index"], s["frame_index"]]) for s in samples]
         return model.processor.encode({c: np.stack([s["images"][c] for s in samples]) for c in cams},
-                            np.stack([s["state"] for s in samples]), [s["task"] for s in samples],
+                            np.stack([s["state"] for s in samples]), tasks,
                             actions=np.stack([s["action"] for s in samples]),
                             action_is_pad=np.stack([s["action_is_pad"] for s in samples]), augment=True)
     return collate
@@ -115,10 +120,14 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
     cotrain = SpatialCoTraining(cfg, model) if cfg.train.cotrain_spatial else None
     if init is not None:  # warm start: a trained policy's weights, a new optimiser
         warm_start(model, init, cotrain)
+    from envs.language import vocabulary
+
+    rewrites = float(cfg.train.get("instruction_rewrites", 0.0))
     # frozen text embeddings: checkpoints keep only the rows the training prompts use (a few MB)
     vocab_rows = None
     if cfg.train.freeze_embeddings and not lora:
-        vocab_rows = sorted(set(model.processor.used_token_ids(dataset.tasks)) | (cotrain.token_ids if cotrain else set()))
+        texts = list(dataset.tasks) + (vocabulary("train") if rewrites else [])
+        vocab_rows = sorted(set(model.processor.used_token_ids(texts)) | (cotrain.token_ids if cotrain else set()))
 
     def save(path: Path, state: dict, tensors: dict, weights: dict | None) -> None:
         if cotrain:
@@ -138,7 +147,7 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
 
     summary = f"head {cfg.head.name}/{cfg.head.output}, chunk {cfg.head.chunk_size}; dataset {dataset.root}: {len(dataset)} frames"
     return Stage(
-        cotrain.model if cotrain else model, dataset, make_collate(model), save=save,
+        cotrain.model if cotrain else model, dataset, make_collate(model, rewrites, cfg.seed), save=save,
         load=lambda path: resume_weights(model, path, cotrain),
         summary=summary + (f"; {cotrain.summary}" if cotrain else ""),
         accuracy_name="action_token_accuracy", evaluate=evaluate if cfg.train.eval_trials_per_task else None,
