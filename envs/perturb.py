@@ -60,13 +60,15 @@ class Perturbation:
         return {"axis": self.axis, "level": self.level, **self.params}
 
 
-def parse(spec: str | None) -> list[tuple[str, int]]:
-    """eval.perturb: "camera:3" (one level), "camera" (levels 1-5), "camera:1,noise:5", "all"
-    (every axis at every level); None or "" for none. Unknown axes or levels are named."""
+def parse(spec) -> list[tuple[str, int]]:
+    """eval.perturb: "camera:3" (one level), "camera" (levels 1-5), "all" (every axis at every
+    level), or a list of those ([camera:1,noise:5] on hydra's command line; "camera:1,noise:5" in
+    Python); None or "" for none. Unknown axes or levels are named."""
     if not spec:
         return []
+    parts = [str(x) for x in spec] if not isinstance(spec, str) else spec.split(",")
     out = []
-    for part in str(spec).split(","):
+    for part in parts:
         name, _, level = part.strip().partition(":")
         axes = AXES if name == "all" else (name,)
         if name != "all" and name not in AXES:
@@ -323,3 +325,30 @@ def layout_moves(env, p: dict) -> dict[str, np.ndarray]:
         return shift(support[n], depth + 1) if support[n] in free else np.zeros(2)
 
     return {n: shift(n) for n in free}
+
+
+def preview(suite: str = "libero_spatial", task: int = 0, out: str = "docs/perturbations.png") -> None:
+    """A picture of the axes: one row per axis (unperturbed first), levels 1, 3 and 5 left to
+    right, agentview beside the wrist camera, init state 0."""
+    from PIL import Image
+
+    from .libero_env import LiberoEnv
+
+    env = LiberoEnv(suite, task, textures=tuple(TEXTURES["eval"]))
+    rows = []
+    for axis in (None,) + tuple(a for a in AXES if a != "language"):
+        row = []
+        for k, level in ((0, 1), (1, 3), (2, 5)):
+            p = draw(axis, level, task, k) if axis else None
+            obs, _ = env.reset(init_state_index=0, options={"perturbation": p})
+            row.append(np.concatenate([obs["images"][c] for c in env.cameras], axis=1))
+        rows.append(np.concatenate(row, axis=1))
+    env.close()
+    Image.fromarray(np.concatenate(rows, axis=0)).save(out)
+    print(f"{out}: rows unperturbed, {', '.join(a for a in AXES if a != 'language')}; columns levels 1, 3, 5")
+
+
+if __name__ == "__main__":  # python -m envs.perturb [suite] [task] [out.png]
+    import sys
+
+    preview(*(int(a) if a.isdigit() else a for a in sys.argv[1:]))

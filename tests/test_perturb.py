@@ -16,7 +16,7 @@ SPATIAL3 = "pick up the black bowl on the cookie box and place it on the plate"
 def test_axes_and_levels_parse_and_bad_ones_are_named():
     assert parse("camera:3") == [("camera", 3)]
     assert parse("noise") == [("noise", level) for level in range(1, 6)]
-    assert parse("camera:1, light:5") == [("camera", 1), ("light", 5)]
+    assert parse("camera:1, light:5") == parse(["camera:1", "light:5"]) == [("camera", 1), ("light", 5)]
     assert len(parse("all")) == 35 and parse(None) == [] and parse("") == []
     with pytest.raises(ValueError, match="unknown perturbation axis 'fog'.*camera, robot, language"):
         parse("fog:2")
