@@ -4,7 +4,8 @@ the episodes (episode k of a task: level k mod 5 + 1, init state k), beside the 
 unperturbed and beside LIBERO-Plus's published rows; the scripted expert's row (ground truth: only
 physical perturbations can touch it). Optionally a policy trained for the weakest axis
 (`trained=`) on that axis, and the seeds' claim on the grounding axis (`tuned=` vs `untuned=`:
-the difference with Newcombe's interval).
+the difference with Newcombe's interval). Also a picture of the axes (perturbations.png: rows
+unperturbed, camera, robot, light, background, noise, layout; columns levels 1, 3, 5).
 
 Every evaluation resumes (vla.eval's episodes.jsonl under out/): rerun after a kill.
 
@@ -143,9 +144,32 @@ def main(argv: list[str]) -> None:
     (publish / "robustness.json").write_text(json.dumps({n: {a: {str(k): v for k, v in r.items()} for a, r in rows.items()}
                                                          for n, rows in tables.items()}, indent=1))
     plot(tables, opts["axes"], publish / "robustness.png", opts["suite"])
+    preview(opts["suite"], 0, publish / "perturbations.png")
     print(report)
     print(f"RESULT mean_axes={mean_axes:.3f} weakest_axis={weakest} weakest={per_axis[weakest]:.3f} "
           f"trained_weakest={trained_weakest:.3f} tuned_delta={tuned_delta:.3f}")
+
+
+def preview(suite: str, task: int, out: Path) -> None:
+    """A picture of the axes: one row per axis (unperturbed first; language has no picture),
+    levels 1, 3 and 5 left to right, agentview beside the wrist camera, init state 0."""
+    import numpy as np
+    from PIL import Image
+
+    from envs.libero_env import LiberoEnv
+    from envs.perturb import TEXTURES, draw
+
+    env = LiberoEnv(suite, task, textures=tuple(TEXTURES["eval"]))
+    rows = []
+    for axis in (None,) + tuple(a for a in AXES if a != "language"):
+        row = []
+        for k, level in ((0, 1), (1, 3), (2, 5)):
+            p = draw(axis, level, task, k) if axis else None
+            obs, _ = env.reset(init_state_index=0, options={"perturbation": p})
+            row.append(np.concatenate([obs["images"][c] for c in env.cameras], axis=1))
+        rows.append(np.concatenate(row, axis=1))
+    env.close()
+    Image.fromarray(np.concatenate(rows, axis=0)).save(out)
 
 
 def plot(tables: dict, axes: list[str], png: Path, suite: str) -> None:

@@ -326,29 +326,3 @@ def layout_moves(env, p: dict) -> dict[str, np.ndarray]:
 
     return {n: shift(n) for n in free}
 
-
-def preview(suite: str = "libero_spatial", task: int = 0, out: str = "docs/perturbations.png") -> None:
-    """A picture of the axes: one row per axis (unperturbed first), levels 1, 3 and 5 left to
-    right, agentview beside the wrist camera, init state 0."""
-    from PIL import Image
-
-    from .libero_env import LiberoEnv
-
-    env = LiberoEnv(suite, task, textures=tuple(TEXTURES["eval"]))
-    rows = []
-    for axis in (None,) + tuple(a for a in AXES if a != "language"):
-        row = []
-        for k, level in ((0, 1), (1, 3), (2, 5)):
-            p = draw(axis, level, task, k) if axis else None
-            obs, _ = env.reset(init_state_index=0, options={"perturbation": p})
-            row.append(np.concatenate([obs["images"][c] for c in env.cameras], axis=1))
-        rows.append(np.concatenate(row, axis=1))
-    env.close()
-    Image.fromarray(np.concatenate(rows, axis=0)).save(out)
-    print(f"{out}: rows unperturbed, {', '.join(a for a in AXES if a != 'language')}; columns levels 1, 3, 5")
-
-
-if __name__ == "__main__":  # python -m envs.perturb [suite] [task] [out.png]
-    import sys
-
-    preview(*(int(a) if a.isdigit() else a for a in sys.argv[1:]))
