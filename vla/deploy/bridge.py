@@ -2,8 +2,8 @@
 
 The bridge subscribes to the configured camera topics (sensor_msgs/Image or CompressedImage), the
 end-effector pose (geometry_msgs/PoseStamped, robot base frame) and the gripper joints
-(sensor_msgs/JointState), asks the server for an action chunk, executes it open-loop at `rate_hz`
-and publishes each step as an end-effector delta (geometry_msgs/TwistStamped: linear = metres,
+(sensor_msgs/JointState), asks the server for action chunks (vla.deploy.chunks: synchronously, or
+asynchronously while the arm keeps moving), executes them at `rate_hz` and publishes each step as an end-effector delta (geometry_msgs/TwistStamped: linear = metres,
 angular = radians to move within this control step, base frame) and a gripper command
 (std_msgs/Float32, -1 open / +1 close).
 
@@ -32,6 +32,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from envs.robot_state import ROTATION_RAD_PER_UNIT, TRANSLATION_M_PER_UNIT, robot_state
+
+from .chunks import ChunkQueue, ChunkSettings, ThreadedRequests
 
 log = logging.getLogger("vla.ros_bridge")
 
@@ -93,17 +95,23 @@ class SafetyLimits:
 # -- the bridge, independent of the ROS flavour ----------------------------------------------
 class Bridge:
     """Keeps the newest observation parts with their times, and on each tick decides the command:
-    next step of the chunk (querying the server when it runs out), or a stop."""
+    the next queued action (vla.deploy.chunks: sync or asynchronous refills), or a stop."""
 
     def __init__(self, client, limits: SafetyLimits, cameras: list[str], instruction: str, publish,
                  max_obs_age_s: float = 0.2, execute_steps: int | None = None, enabled: bool = False,
-                 extras: list[str] = (), clock=time.time):
+                 extras: list[str] = (), clock=time.time, chunks: ChunkSettings | None = None, requests=None):
         self.client, self.limits, self.cameras, self.instruction = client, limits, list(cameras), instruction
-        self.publish, self.max_obs_age_s, self.execute_steps = publish, max_obs_age_s, execute_steps
+        self.publish, self.max_obs_age_s = publish, max_obs_age_s
         self.extras, self.clock = list(extras), clock
-        self.enabled, self.chunk, self.gripper = enabled, [], -1.0
+        settings = chunks or ChunkSettings()
+        if execute_steps is not None:
+            settings.execute_steps = execute_steps
+        self.chunks = ChunkQueue(settings)
+        self.requests = requests or ThreadedRequests(client)
+        self.enabled, self.gripper, self.step = enabled, -1.0, 0
         self.parts: dict[str, tuple[object, float]] = {}  # name -> (value, stamp in seconds)
-        self.stats = {"commands": 0, "clipped": 0, "stops": 0, "queries": 0, "server_errors": 0}
+        self.stats = {"commands": 0, "clipped": 0, "stops": 0, "queries": 0, "server_errors": 0, "answers": 0, "late": 0,
+                      "past_dropped": 0}
         self.lock = threading.Lock()
         self._stopped_for = None
 
@@ -115,7 +123,7 @@ class Bridge:
 
     def set_enabled(self, on: bool) -> str:
         self.enabled = bool(on)
-        self.chunk = []
+        self.chunks.clear()
         if not on:
             self._stop("disabled")
         log.info("commanding %s", "enabled" if on else "disabled")
@@ -144,6 +152,13 @@ class Bridge:
         self.stats["stops"] += 1
         self.publish(cmd)
 
+    def _receive(self) -> None:
+        """Take in an answer that has arrived (the request's error, if it failed, propagates)."""
+        got = self.requests.poll(self.step)
+        if got is not None:
+            self.stats["answers"] += 1
+            self.stats["past_dropped"] += self.chunks.arrive(*got)["past"]
+
     def tick(self) -> None:
         if not self.enabled:
             return
@@ -151,17 +166,28 @@ class Bridge:
         if obs is None:
             return self._stop(age)
         if age > self.max_obs_age_s:
-            self.chunk = []  # the world moved on: a stale chunk is not resumed
+            self.chunks.clear()  # the world moved on: a stale chunk is not resumed
             return self._stop(f"observation is {age * 1000:.0f} ms old (limit {self.max_obs_age_s * 1000:.0f} ms)", "stale")
-        if not self.chunk:
-            try:
-                actions = self.client.act(obs)
+        try:
+            self._receive()
+            if self.chunks.wants(self.requests.in_flight):
+                self.requests.submit(obs, self.chunks.executed, self.step)
                 self.stats["queries"] += 1
-            except Exception as e:  # timeout, lost link, error frame: stop, try again next tick
-                self.stats["server_errors"] += 1
-                return self._stop(f"policy server: {e}", "server")
-            self.chunk = list(actions[: self.execute_steps or len(actions)])
-        cmd = self.limits.command(self.chunk.pop(0), eef_pos)
+                self._receive()  # an answer with no delay joins at once
+        except Exception as e:  # timeout, lost link, error frame: stop now, queue dropped, ask again next tick
+            self.stats["server_errors"] += 1
+            self.chunks.clear()
+            self.step += 1
+            return self._stop(f"policy server: {e}", "server")
+        action = self.chunks.next()
+        self.step += 1
+        if action is None:
+            if self.chunks.settings.mode == "async" and self.chunks.executed:
+                if self._stopped_for != "late":
+                    self.stats["late"] += 1
+                return self._stop("the next chunk is late: the queue ran out, holding still", "late")
+            return self._stop("waiting for the policy server", "waiting")
+        cmd = self.limits.command(action, eef_pos)
         self._stopped_for = None
         if cmd.notes:
             self.stats["clipped"] += 1
@@ -338,7 +364,8 @@ def run(cfg: DictConfig) -> None:
     if sorted(served) != sorted(cfg.cameras):
         raise ValueError(f"the server's policy reads cameras {served}; the config subscribes {sorted(cfg.cameras)}")
     bridge = Bridge(client, limits, served, cfg.instruction, publish=None, max_obs_age_s=cfg.safety.max_obs_age_s,
-                    execute_steps=cfg.execute_steps, enabled=cfg.start_enabled, extras=list(cfg.extra_topics or {}))
+                    execute_steps=cfg.execute_steps, enabled=cfg.start_enabled, extras=list(cfg.extra_topics or {}),
+                    chunks=ChunkSettings(**OmegaConf.to_container(cfg.chunks)))
     transport = {"ros1": Ros1IO, "rosbridge": RosbridgeIO}.get(cfg.transport)
     if transport is None:
         raise ValueError(f"transport must be ros1 or rosbridge, not {cfg.transport!r}")
@@ -350,4 +377,5 @@ def run(cfg: DictConfig) -> None:
         ros.spin(cfg.rate_hz)
     finally:
         log.info("bridge stats: %s", bridge.stats)
+        bridge.requests.close()
         client.close()

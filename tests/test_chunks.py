@@ -1,0 +1,124 @@
+"""Robot-side chunk execution (vla.deploy.chunks) through the bridge: alignment of a delayed
+answer, blending at the seams, a late chunk, a lost server, the synchronous mode."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from vla.deploy.bridge import Bridge, SafetyLimits
+from vla.deploy.chunks import ChunkQueue, ChunkSettings, SimulatedLatency
+
+CAMERAS = ["agentview"]
+H = 8
+
+
+class StepClient:
+    """Answers with a chunk whose action i is labelled (in x) with the step it was planned for:
+    the observation's count of executed actions + i (+ 1, so no label reads as a stop), so an
+    executed label shows alignment."""
+
+    def __init__(self, bridge_ref):
+        self.bridge_ref, self.calls = bridge_ref, 0
+
+    def act(self, obs):
+        self.calls += 1
+        start = self.bridge_ref[0].chunks.executed
+        return np.array([[(start + i + 1) / 100, 0, 0, 0, 0, 0, -1] for i in range(H)], np.float32)
+
+
+def make_bridge(settings: ChunkSettings, delay, client_cls=StepClient):
+    ref, sent = [], []
+    client = client_cls(ref)
+    limits = SafetyLimits(workspace_min=(-10, -10, -10), workspace_max=(10, 10, 10), max_translation_m=1.0,
+                          translation_m_per_unit=1.0)
+    bridge = Bridge(client, limits, CAMERAS, "pick", sent.append, enabled=True, clock=lambda: 0.0,
+                    chunks=settings, requests=SimulatedLatency(client, delay))
+    ref.append(bridge)
+    for name, value in (("agentview", np.zeros((8, 8, 3), np.uint8)), ("pose", ((0, 0, 0), (0, 0, 0, 1))),
+                        ("gripper", np.zeros(2))):
+        bridge.update(name, value, stamp=0.0)
+    return bridge, sent
+
+
+@pytest.mark.parametrize("blend", ["replace", "crossfade", "ensemble"])
+@pytest.mark.parametrize("delay", [0, 2, 4])
+def test_async_answers_are_aligned_to_what_was_executed_during_their_flight(blend, delay):
+    bridge, sent = make_bridge(ChunkSettings(mode="async", threshold=4, blend=blend), delay)
+    for _ in range(60):
+        bridge.tick()
+    moving = [c for c in sent if not c.is_stop]
+    # the arm only waits for the very first answer, then never stops
+    assert len(sent) - len(moving) == delay and all(not c.is_stop for c in sent[delay:])
+    # the k-th executed action is the one planned for step k: past actions were dropped, and the
+    # next action continues the executed one (blending identical plans changes nothing)
+    np.testing.assert_allclose([c.translation[0] for c in moving], np.arange(1, len(moving) + 1) / 100, atol=1e-9)
+    assert bridge.stats["past_dropped"] == delay * (bridge.stats["answers"] - 1)  # all but the first answer
+
+
+def test_blending_stays_between_the_chunks_and_softens_the_seam():
+    rng = np.random.default_rng(0)
+    for blend in ("crossfade", "ensemble"):
+        q = ChunkQueue(ChunkSettings(mode="async", blend=blend, blend_steps=3))
+        old, new = rng.uniform(-1, 1, (6, 7)), rng.uniform(-1, 1, (8, 7))
+        q.queue = [a for a in old]
+        q.arrive(new, asked_at=0)
+        for i, a in enumerate(q.queue[:6]):
+            lo, hi = np.minimum(old[i], new[i]), np.maximum(old[i], new[i])
+            assert np.all(a[:6] >= lo[:6] - 1e-12) and np.all(a[:6] <= hi[:6] + 1e-12)
+            assert a[6] in (old[i][6], new[i][6])  # the gripper is never half-way
+    # a plan that changed its mind: the crossfade spreads the change over the blend steps
+    jumps = {}
+    for blend in ("replace", "crossfade"):
+        q = ChunkQueue(ChunkSettings(mode="async", blend=blend, blend_steps=3))
+        q.queue = [np.zeros(7) for _ in range(4)]
+        q.arrive(np.ones((8, 7)), asked_at=0)
+        path = [np.zeros(7)] + q.queue
+        jumps[blend] = max(np.abs(b[:6] - a[:6]).max() for a, b in zip(path, path[1:]))
+    assert jumps["replace"] == 1.0 and jumps["crossfade"] <= 0.25 + 1e-12
+
+
+def test_a_late_chunk_holds_the_arm_still_and_says_so(caplog):
+    bridge, sent = make_bridge(ChunkSettings(mode="async", threshold=2), delay=5)
+    with caplog.at_level(logging.WARNING, logger="vla.ros_bridge"):
+        for _ in range(30):
+            bridge.tick()
+    late = [c for c in sent if c.is_stop and c.notes and "late" in c.notes[0]]
+    assert late and bridge.stats["late"] >= 1 and all(c.gripper == -1 for c in late)
+    assert any("next chunk is late" in r.message for r in caplog.records)
+
+
+def test_a_lost_server_mid_chunk_stops_the_arm_at_once_and_drops_the_queue():
+    class Flaky(StepClient):
+        def act(self, obs):
+            if self.calls == 1:
+                self.calls += 1
+                raise ConnectionError("connection closed")
+            return super().act(obs)
+
+    bridge, sent = make_bridge(ChunkSettings(mode="async", threshold=4), 0, client_cls=Flaky)
+    for _ in range(5):  # the first chunk's actions 0..4; the refill at 4 left fails
+        bridge.tick()
+    assert sent[-1].is_stop and "connection closed" in sent[-1].notes[0]
+    assert bridge.chunks.queue == [] and bridge.stats["server_errors"] == 1
+    bridge.tick()  # asks again, from the newest observation
+    assert not sent[-1].is_stop
+
+
+def test_sync_mode_holds_still_for_every_answer_and_drops_nothing():
+    bridge, sent = make_bridge(ChunkSettings(mode="sync"), delay=3)
+    for _ in range(33):
+        bridge.tick()
+    moving = [c for c in sent if not c.is_stop]
+    assert len(moving) == 24 and bridge.stats["queries"] == 3  # 3 whole chunks, each after 3 steps of waiting
+    assert all("waiting" in c.notes[0] for c in sent if c.is_stop) and bridge.stats["past_dropped"] == 0
+    np.testing.assert_allclose([c.translation[0] for c in moving], np.arange(1, 25) / 100, atol=1e-9)
+
+
+def test_bad_chunk_settings_are_named():
+    with pytest.raises(ValueError, match="chunks.mode must be one of"):
+        ChunkSettings(mode="fast")
+    with pytest.raises(ValueError, match="chunks.blend must be one of"):
+        ChunkSettings(blend="average")
+    with pytest.raises(ValueError, match="execute_steps"):
+        ChunkSettings(execute_steps=0)
