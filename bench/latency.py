@@ -1,0 +1,173 @@
+"""Deployment under latency: a policy served over the real websocket server, driven by the robot-side
+runtime (vla.deploy.bridge + chunks) in closed loop on LIBERO episodes (vla.deploy.latency), with
+0 / 100 / 200 / 400 ms between each observation and its answer (20 Hz control: 0 / 2 / 4 / 8
+steps), synchronous (the arm holds still for every answer) vs asynchronous (it keeps executing
+its queue; answers aligned and blended). Per cell: success with a 95% Wilson interval, mean
+episode length, the largest step-to-step command change. Also the policy's own act at batch 1 on
+one CPU thread (p50 / p99 over `act_repeats` calls on a real observation).
+
+Episodes are appended to out/<mode>_<ms>ms.jsonl as they finish: a rerun resumes. `shard=i/n`
+runs every n-th episode from the i-th, so two processes can share the work (same out).
+
+python bench/latency.py [checkpoint=checkpoints/tiny-libero_spatial] [suite=libero_spatial]
+    [episodes=100] [delays_ms=0,100,200,400] [modes=sync,async] [jitter_ms=0] [threshold=4]
+    [blend=crossfade] [blend_steps=3] [act_repeats=200] [shard=0/1] [out=outputs/latency]
+    [publish=docs/results/latency] [--quick]
+--quick: a toy policy, one episode of 8 steps per cell, two delays.
+Last line: RESULT success_async_200ms=<f> success_sync_200ms=<f> success_0ms=<f> max_jump=<f m>
+    act_ms_p50=<f> act_ms_p99=<f>
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eval_rollouts.results import wilson
+from vla.benchopts import options, toy_policy
+
+# the simulated arm's limits (configs/robot/libero_sim.yaml): LIBERO's table, the data's full step
+SIM_LIMITS = dict(workspace_min=(-0.45, -0.45, 0.85), workspace_max=(0.30, 0.50, 1.40), max_translation_m=0.05,
+                  max_rotation_rad=0.5)
+
+
+def act_timing(checkpoint: str, repeats: int) -> tuple[float, float]:
+    """p50, p99 ms of policy.act on one observation (batch 1), torch on one thread."""
+    import torch
+
+    from envs.libero_env import LiberoEnv
+    from policies import VLAPolicy
+
+    torch.set_num_threads(1)
+    policy = VLAPolicy.from_checkpoint(checkpoint)
+    cameras = policy.spec.cameras
+    env = LiberoEnv("libero_spatial", 0, cameras=cameras, resolution=policy.spec.camera_resolution or 128)
+    obs, _ = env.reset(init_state_index=0)
+    env.close()
+    batch = {"images": {c: obs["images"][c][None] for c in cameras}, "state": obs["state"][None],
+             "instruction": [obs["instruction"]]}
+    for _ in range(10):
+        policy.act(batch)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        policy.act(batch)
+        times.append(1000 * (time.perf_counter() - t0))
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def main(argv: list[str]) -> None:
+    opts = options(argv, {"checkpoint": "checkpoints/tiny-libero_spatial", "suite": "libero_spatial", "episodes": 100,
+                          "delays_ms": "0,100,200,400", "modes": "sync,async", "jitter_ms": 0.0, "threshold": 4,
+                          "blend": "crossfade", "blend_steps": 3, "act_repeats": 200, "shard": "0/1",
+                          "out": "outputs/latency", "publish": "docs/results/latency"},
+                   quick={"episodes": 1, "delays_ms": "0,200", "act_repeats": 5, "out": "", "publish": ""})
+    import tempfile
+
+    from envs.libero_env import LiberoEnv
+    from envs.suites import get_suite
+    from vla.deploy.bridge import SafetyLimits
+    from vla.deploy.chunks import ChunkSettings
+    from vla.deploy.client import PolicyClient
+    from vla.deploy.latency import delay_steps, run_episode
+    from vla.deploy.server import PolicyServer
+    from vla.eval import load_policy
+
+    import logging
+
+    logging.getLogger("vla.ros_bridge").setLevel(logging.ERROR)  # stops and clips are counted per episode instead
+    if opts["quick"]:
+        folder = Path(tempfile.mkdtemp(prefix="latency_quick_"))
+        opts.update(checkpoint=str(toy_policy(folder)), out=str(folder / "out"), publish=str(folder / "publish"))
+    shard, shards = (int(x) for x in opts["shard"].split("/"))
+    out, publish = Path(opts["out"]), Path(opts["publish"])
+    out.mkdir(parents=True, exist_ok=True)
+    suite = get_suite(opts["suite"])
+    tasks = 1 if opts["quick"] else len(suite.tasks)
+    per_task = max(1, opts["episodes"] // tasks)
+    episodes = [(t, k) for t in range(tasks) for k in range(per_task)][shard::shards]
+    delays = [float(d) for d in opts["delays_ms"].split(",")]
+    modes = opts["modes"].split(",")
+    cells = [("sync", 0.0)] + [(m, d) for d in delays if d > 0 for m in modes]  # at 0 ms both modes are one
+
+    policy, cameras, resolution, chunk = load_policy("checkpoint", opts["checkpoint"], None)
+    server = PolicyServer(policy, cameras, resolution, chunk, name=opts["checkpoint"]).start_in_thread()
+    client = PolicyClient(f"ws://127.0.0.1:{server.port}", timeout_s=30)
+    limits = SafetyLimits(**SIM_LIMITS)
+    envs: dict[int, LiberoEnv] = {}
+    try:
+        for mode, ms in cells:
+            log = out / f"{mode}_{ms:g}ms.jsonl"
+            done = {(r["task"], r["init"]) for r in map(json.loads, log.read_text().splitlines())} if log.exists() else set()
+            settings = ChunkSettings(mode=mode, threshold=opts["threshold"], blend=opts["blend"],
+                                     blend_steps=opts["blend_steps"])
+            for t, k in episodes:
+                if (t, k) in done:
+                    continue
+                if t not in envs:
+                    envs[t] = LiberoEnv(suite, t, cameras=cameras, resolution=resolution,
+                                        max_steps=8 if opts["quick"] else None)
+                rec = run_episode(envs[t], client, k, settings, delay_steps(ms, opts["jitter_ms"], 20.0, 1000 * t + k), limits)
+                with log.open("a") as f:
+                    f.write(json.dumps({"task": t, "init": k, "mode": mode, "delay_ms": ms, **rec}) + "\n")
+                print(f"{mode} {ms:g} ms task {t} init {k}: {'success' if rec['success'] else 'failure'} in {rec['steps']} steps",
+                      flush=True)
+    finally:
+        client.close()
+        server.stop()
+        for env in envs.values():
+            env.close()
+    if shards > 1 and shard != 0:
+        return  # shard 0 reports, once the others are done (rerun it)
+    p50, p99 = act_timing(opts["checkpoint"], opts["act_repeats"])
+    report(opts, cells, out, publish, p50, p99)
+
+
+def report(opts: dict, cells, out: Path, publish: Path, p50: float, p99: float) -> None:
+    rows, results = [], {}
+    for mode, ms in cells:
+        recs = [json.loads(line) for line in (out / f"{mode}_{ms:g}ms.jsonl").read_text().splitlines()]
+        k, n = sum(r["success"] for r in recs), len(recs)
+        lo, hi = wilson(k, n)
+        length = float(np.mean([r["steps"] for r in recs]))
+        jump = max(r["max_jump_m"] for r in recs)
+        results[(mode, ms)] = (k / n, length, jump)
+        rows.append(f"| {'either' if ms == 0 else mode} | {ms:g} | {k}/{n} ({100 * k / n:.1f}%, CI {100 * lo:.0f}-{100 * hi:.0f}) "
+                    f"| {length:.1f} | {1000 * jump:.1f} | {sum(r['late'] for r in recs)} |")
+    text = ("| mode | delay (ms) | success | mean episode length (steps) | largest command change (mm/step) | late chunks |\n"
+            "|---|---:|---|---:|---:|---:|\n" + "\n".join(rows)
+            + f"\n\npolicy.act at batch 1, one thread: p50 {p50:.1f} ms, p99 {p99:.1f} ms\n")
+    publish.mkdir(parents=True, exist_ok=True)
+    (publish / "latency.md").write_text(text)
+    plot(results, publish / "latency.png")
+    print(text)
+    get = lambda mode, ms, i: results.get((mode, ms), (float("nan"),) * 3)[i]  # noqa: E731
+    print(f"RESULT success_async_200ms={get('async', 200.0, 0):.3f} success_sync_200ms={get('sync', 200.0, 0):.3f} "
+          f"success_0ms={get('sync', 0.0, 0):.3f} max_jump={max(r[2] for r in results.values()):.4f} "
+          f"act_ms_p50={p50:.1f} act_ms_p99={p99:.1f}")
+
+
+def plot(results: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for mode in ("sync", "async"):
+        pts = sorted((ms, v) for (m, ms), v in results.items() if m == mode or ms == 0)
+        axes[0].plot([p[0] for p in pts], [100 * p[1][0] for p in pts], "o-", label=mode)
+        axes[1].plot([p[0] for p in pts], [p[1][1] for p in pts], "o-", label=mode)
+    axes[0].set(xlabel="delay (ms)", ylabel="success (%)", ylim=(0, 100))
+    axes[1].set(xlabel="delay (ms)", ylabel="mean episode length (steps)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
