@@ -190,3 +190,14 @@ def test_training_rewrites_are_fixed_per_frame_and_their_words_travel_in_the_che
         kept = set(f.get_tensor("vocab_rows").tolist())
     assert set(policy.model.processor.used_token_ids(vocabulary("train"))) <= kept
     assert not set(policy.model.processor.used_token_ids(["timber cabinet chest of drawers"])) <= kept  # held out
+
+
+def test_perturbations_are_refused_where_they_cannot_apply(tmp_path):
+    from conftest import load_config
+
+    from vla.eval import evaluate
+
+    with pytest.raises(ValueError, match="eval.perturb applies to LIBERO suites; suite=robocasa"):
+        evaluate(load_config("suite=robocasa", "eval.policy=random", "eval.perturb=camera", f"eval.out={tmp_path}"))
+    with pytest.raises(ValueError, match="unknown perturbation axis 'weather'"):
+        evaluate(load_config("eval.policy=random", "eval.perturb=weather:2", f"eval.out={tmp_path}"))
