@@ -309,14 +309,17 @@ def left_pad(seqs: list[tuple[int, ...]], pad_id: int) -> tuple[torch.Tensor, to
 
 
 def build_backbone_from_dir(folder, family: str, text_vocab_size: int, dtype: str = "auto",
-                            attn_implementation: str = "sdpa") -> Backbone:
+                            attn_implementation: str = "sdpa", seed: int = 0) -> Backbone:
     """The backbone of a saved checkpoint: architecture, tokenizer and image processor from the
-    folder (weights come from the checkpoint's model.safetensors), no network."""
+    folder (weights come from the checkpoint's model.safetensors), no network; initialised from
+    `seed` as build_backbone does, so weights a compact checkpoint leaves out are training's."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(folder)
     config._attn_implementation = attn_implementation
-    model = AutoModelForImageTextToText.from_config(config, dtype=_dtype(dtype))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(config, dtype=_dtype(dtype))
     tok = load_tokenizer(folder)
     proc = Qwen2VLImageProcessorPil.from_pretrained(folder)
     return Backbone(model, tok, proc, family, int(text_vocab_size))

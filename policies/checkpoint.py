@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from action_tokenizer import ActionStats
@@ -68,8 +69,9 @@ def save_checkpoint(path: str | Path, model: VLAModel, config_yaml: str, lora: d
                     vocab_rows: list[int] | None = None, weights: dict | None = None,
                     tasks: list[str] | None = None) -> Path:
     """Write a checkpoint folder; a crash mid-way leaves the previous one intact. vocab_rows:
-    keep only these rows of the (frozen) vocabulary matrices, the rest load as zeros: with the
-    real 151k vocabulary a tiny policy's file shrinks from ~160 MB to a few MB. weights: the
+    keep only these rows of the (frozen) vocabulary matrices; a load rebuilds the rest as they
+    were initialised, from the run's seed: with the real 151k vocabulary a tiny policy's file
+    shrinks from ~160 MB to a few MB and still reads every word as the model knew it. weights: the
     model's state dict gathered elsewhere (FSDP shards the model's own), else the model's. tasks:
     the instructions it was trained on (evaluation refuses a suite none of them belong to)."""
     def write(tmp: Path) -> None:
@@ -147,12 +149,9 @@ def trained_tasks(path: str | Path) -> tuple[list[str], str] | None:
     """(the instructions a checkpoint was trained on, the training suite's name); policy.json
     records them since 2026-12; older checkpoints: the tasks of the suite in their config.yaml.
     None when neither says."""
-    import yaml
-
     path = Path(path)
     meta = json.loads((path / "policy.json").read_text())
-    config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
-    suite = ((config or {}).get("suite") or {}).get("name")
+    suite = (run_config(path).get("suite") or {}).get("name")
     if meta.get("tasks"):
         return list(meta["tasks"]), suite
     if not suite:
@@ -165,6 +164,12 @@ def trained_tasks(path: str | Path) -> tuple[list[str], str] | None:
         return None
 
 
+def run_config(path: Path) -> dict:
+    """The resolved hydra config the checkpoint's run wrote ({} for a checkpoint without one)."""
+    file = Path(path) / "config.yaml"
+    return (yaml.safe_load(file.read_text()) or {}) if file.is_file() else {}
+
+
 def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype: str = "auto") -> VLAModel:
     path = check_checkpoint(path)
     try:
@@ -173,11 +178,15 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
         stats, state = load_normalization(path)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable policy metadata ({type(e).__name__}: {e})") from None
-    backbone: Backbone = build_backbone_from_dir(path / "backbone", meta["family"], meta["text_vocab_size"], dtype)
+    # built from the run's seed: the frozen vocabulary rows a compact file leaves out come back as
+    # the model had them in training (words it never trained on included), not as zeros
+    seed = int(run_config(path).get("seed", 0))
+    backbone: Backbone = build_backbone_from_dir(path / "backbone", meta["family"], meta["text_vocab_size"], dtype,
+                                                 seed=seed)
     model = VLAModel(backbone, spec, stats, state)
     apply_lora(model, meta.get("lora"))
     try:
-        missing, unexpected = load_weights(model, path / "model.safetensors")
+        missing, unexpected = load_weights(model, path / "model.safetensors", keep_other_rows=True)
     except Exception as e:  # a truncated or foreign file: say which, not safetensors' internals
         raise CheckpointError(f"{path / 'model.safetensors'} cannot be read: {e}") from None
     if missing or unexpected:
@@ -189,10 +198,11 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
 def load_weights(model: VLAModel, file: Path, skip: set[str] = frozenset(),
                  keep_other_rows: bool = False) -> tuple[list[str], list[str]]:
     """Load model.safetensors into the model; a file saved with vocab_rows gets its rows back in
-    place and zeros elsewhere, or with keep_other_rows the model's own values there (a warm start
-    on new instructions: their new words keep the fresh model's seeded, distinct embeddings
-    instead of all reading as the same zero vector). skip: names not to load (they stay as the
-    model has them). Returns (missing, unexpected) names."""
+    place and zeros elsewhere, or with keep_other_rows the model's own values there (a model built
+    from the run's seed: the rows as training had them; a warm start on new instructions: their
+    new words keep the fresh model's seeded, distinct embeddings instead of all reading as the
+    same zero vector). skip: names not to load (they stay as the model has them). Returns
+    (missing, unexpected) names."""
     from safetensors import safe_open
 
     with safe_open(str(file), "pt") as f:
