@@ -148,7 +148,8 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
     summary = f"head {cfg.head.name}/{cfg.head.output}, chunk {cfg.head.chunk_size}; dataset {dataset.root}: {len(dataset)} frames"
     return Stage(
         cotrain.model if cotrain else model, dataset, make_collate(model, rewrites, cfg.seed), save=save,
-        load=lambda path: resume_weights(model, path, cotrain),
+        # the frozen vocabulary rows a compact checkpoint leaves out stay as this seeded model has them
+        load=lambda path: resume_weights(model, path, cotrain, keep_other_rows=True),
         summary=summary + (f"; {cotrain.summary}" if cotrain else ""),
         accuracy_name="action_token_accuracy", evaluate=evaluate if cfg.train.eval_trials_per_task else None,
         extra_inputs=cotrain.inputs if cotrain else None, shardable=cotrain is None)
