@@ -186,7 +186,7 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
     model = VLAModel(backbone, spec, stats, state)
     apply_lora(model, meta.get("lora"))
     try:
-        missing, unexpected = load_weights(model, path / "model.safetensors", keep_other_rows=True)
+        missing, unexpected = load_weights(model, path / "model.safetensors")
     except Exception as e:  # a truncated or foreign file: say which, not safetensors' internals
         raise CheckpointError(f"{path / 'model.safetensors'} cannot be read: {e}") from None
     if missing or unexpected:
@@ -195,14 +195,12 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
     return model.to(device).eval()
 
 
-def load_weights(model: VLAModel, file: Path, skip: set[str] = frozenset(),
-                 keep_other_rows: bool = False) -> tuple[list[str], list[str]]:
+def load_weights(model: VLAModel, file: Path, skip: set[str] = frozenset()) -> tuple[list[str], list[str]]:
     """Load model.safetensors into the model; a file saved with vocab_rows gets its rows back in
-    place and zeros elsewhere, or with keep_other_rows the model's own values there (a model built
-    from the run's seed: the rows as training had them; a warm start on new instructions: their
-    new words keep the fresh model's seeded, distinct embeddings instead of all reading as the
-    same zero vector). skip: names not to load (they stay as the model has them). Returns
-    (missing, unexpected) names."""
+    place and the model's own values elsewhere (a model built from the run's seed: the frozen rows
+    as training had them; a warm start on new instructions: their new words keep the fresh model's
+    seeded, distinct embeddings). skip: names not to load (they stay as the model has them).
+    Returns (missing, unexpected) names."""
     from safetensors import safe_open
 
     with safe_open(str(file), "pt") as f:
@@ -214,7 +212,7 @@ def load_weights(model: VLAModel, file: Path, skip: set[str] = frozenset(),
     state = model.state_dict()
     for name in _vocab_matrices(model) if rows is not None else []:
         if name in tensors:
-            full = state[name].clone() if keep_other_rows else torch.zeros_like(state[name])
+            full = state[name].clone()
             full[rows] = tensors[name].to(full.dtype)
             tensors[name] = full
     result = model.load_state_dict(tensors, strict=False)

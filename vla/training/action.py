@@ -149,20 +149,19 @@ def action_stage(cfg: DictConfig, config_yaml: str, out: Path) -> Stage:
     return Stage(
         cotrain.model if cotrain else model, dataset, make_collate(model, rewrites, cfg.seed), save=save,
         # the frozen vocabulary rows a compact checkpoint leaves out stay as this seeded model has them
-        load=lambda path: resume_weights(model, path, cotrain, keep_other_rows=True),
+        load=lambda path: resume_weights(model, path, cotrain),
         summary=summary + (f"; {cotrain.summary}" if cotrain else ""),
         accuracy_name="action_token_accuracy", evaluate=evaluate if cfg.train.eval_trials_per_task else None,
         extra_inputs=cotrain.inputs if cotrain else None, shardable=cotrain is None)
 
 
-def resume_weights(model, path: Path, cotrain: "SpatialCoTraining | None" = None, skip: set[str] = frozenset(),
-                   keep_other_rows: bool = False) -> None:
-    """A checkpoint's weights into the model (policies.checkpoint.load_weights: skip, keep_other_rows);
+def resume_weights(model, path: Path, cotrain: "SpatialCoTraining | None" = None, skip: set[str] = frozenset()) -> None:
+    """A checkpoint's weights into the model (policies.checkpoint.load_weights: skip);
     TrainError, naming what differs, when they do not fit it."""
     from policies.checkpoint import load_weights
 
     try:
-        missing, unexpected = load_weights(model, path / "model.safetensors", skip=skip, keep_other_rows=keep_other_rows)
+        missing, unexpected = load_weights(model, path / "model.safetensors", skip=skip)
     except RuntimeError as e:  # torch's size mismatch: the backbone's sizes differ
         raise TrainError(f"{path} has other backbone sizes than this run's model "
                          f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from None
@@ -190,7 +189,7 @@ def warm_start(model, path: Path, cotrain: "SpatialCoTraining | None" = None) ->
                if k.startswith(HEAD_PARAMETERS) and k in own and tuple(own[k].shape) != shape}
     if changed:
         print(f"train.init_from={path}: head layers {sorted(changed)} start fresh (this run changed their shape)")
-    resume_weights(model, path, cotrain, skip=changed, keep_other_rows=True)
+    resume_weights(model, path, cotrain, skip=changed)
 
 
 class CoTrained(torch.nn.Module):
