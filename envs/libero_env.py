@@ -71,8 +71,12 @@ class LiberoEnv(gym.Env):
 
             processors.append(texture_xml_processor(textures))
         if processors:
-            self._env.env.set_xml_processor(lambda xml: processors[-1](processors[0](xml)) if len(processors) > 1
-                                            else processors[0](xml))
+            def process(xml: str) -> str:
+                for processor in processors:
+                    xml = processor(xml)
+                return xml
+
+            self._env.env.set_xml_processor(process)
         self._restore_fixture_poses_on_soft_reset()
         self.perturbation = None  # envs.perturb.Perturbation of the current episode (reset's options)
         self._scene_base: dict = {}
