@@ -3,9 +3,9 @@
 The bridge subscribes to the configured camera topics (sensor_msgs/Image or CompressedImage), the
 end-effector pose (geometry_msgs/PoseStamped, robot base frame) and the gripper joints
 (sensor_msgs/JointState), asks the server for action chunks (vla.deploy.chunks: synchronously, or
-asynchronously while the arm keeps moving), executes them at `rate_hz` and publishes each step as an end-effector delta (geometry_msgs/TwistStamped: linear = metres,
-angular = radians to move within this control step, base frame) and a gripper command
-(std_msgs/Float32, -1 open / +1 close).
+asynchronously while the arm keeps moving), executes them at `rate_hz` and publishes each step as
+an end-effector delta (geometry_msgs/TwistStamped: linear = metres, angular = radians to move
+within this control step, base frame) and a gripper command (std_msgs/Float32, -1 open / +1 close).
 
 Safety, on the robot side, whatever the server sends:
 - every command is clipped to `max_translation_m` / `max_rotation_rad` per step and its target
@@ -22,6 +22,7 @@ ROS 1 runs natively (rospy, `transport: ros1`); ROS 2 is reached through a rosbr
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import logging
 import threading
@@ -104,8 +105,8 @@ class Bridge:
         self.publish, self.max_obs_age_s = publish, max_obs_age_s
         self.extras, self.clock = list(extras), clock
         settings = chunks or ChunkSettings()
-        if execute_steps is not None:
-            settings.execute_steps = execute_steps
+        if execute_steps is not None:  # the caller's settings stay as they were
+            settings = dataclasses.replace(settings, execute_steps=execute_steps)
         self.chunks = ChunkQueue(settings)
         self.requests = requests or ThreadedRequests(client)
         self.enabled, self.gripper, self.step = enabled, -1.0, 0
@@ -157,7 +158,7 @@ class Bridge:
         got = self.requests.poll(self.step)
         if got is not None:
             self.stats["answers"] += 1
-            self.stats["past_dropped"] += self.chunks.arrive(*got)["past"]
+            self.stats["past_dropped"] += self.chunks.arrive(*got)
 
     def tick(self) -> None:
         if not self.enabled:

@@ -62,20 +62,20 @@ class ChunkQueue:
             return False
         return len(self.queue) <= (self.settings.threshold if self.settings.mode == "async" else 0)
 
-    def arrive(self, chunk, asked_at: int) -> dict:
-        """A chunk answering the observation taken when `asked_at` actions had been executed.
-        Returns what happened: actions dropped as past, actions blended, actions now queued."""
+    def arrive(self, chunk, asked_at: int) -> int:
+        """A chunk answering the observation taken when `asked_at` actions had been executed joins
+        the queue. Returns how many of its actions were dropped as past."""
         s = self.settings
         chunk = [np.asarray(a, np.float64) for a in np.asarray(chunk)[: s.execute_steps or len(chunk)]]
-        past = self.executed - asked_at if s.mode == "async" else 0  # sync: the arm held still meanwhile
+        past = min(self.executed - asked_at, len(chunk)) if s.mode == "async" else 0  # sync: the arm held still
         new = chunk[past:]
-        old = self.queue
-        overlap = min(len(old), len(new))
-        blended = [self._blend(old[i], new[i], i) for i in range(overlap)]
-        if s.mode == "sync" or s.blend == "replace":
-            blended = new[:overlap]
-        self.queue = blended + new[overlap:] if new else old
-        return {"past": min(past, len(chunk)), "blended": overlap, "queued": len(self.queue), "useless": not new}
+        if not new:  # the whole answer is in the past: the queue goes on as it was
+            return past
+        overlap = min(len(self.queue), len(new))
+        if s.mode == "async" and s.blend != "replace":
+            new[:overlap] = [self._blend(self.queue[i], new[i], i) for i in range(overlap)]
+        self.queue = new
+        return past
 
     def _blend(self, old: np.ndarray, new: np.ndarray, i: int) -> np.ndarray:
         s = self.settings

@@ -10,8 +10,6 @@ same conversions as the simulated ROS arm, `vla.deploy.sim_arm.command_to_action
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import numpy as np
 
 from .bridge import Bridge, SafetyLimits
@@ -40,7 +38,7 @@ def run_episode(env, client, init: int, settings: ChunkSettings, delay, limits: 
     sent = []
     clock = {"t": 0.0}
     bridge = Bridge(client, limits, list(env.cameras), env.instruction, sent.append, enabled=True,
-                    clock=lambda: clock["t"], chunks=ChunkSettings(**asdict(settings)),
+                    clock=lambda: clock["t"], chunks=settings,
                     requests=SimulatedLatency(client, delay))
     obs, _ = env.reset(init_state_index=init)
     success, steps, last, max_move, max_turn = False, 0, None, 0.0, 0.0
