@@ -6,8 +6,8 @@ its queue; answers aligned and blended). Per cell: success with a 95% Wilson int
 episode length, the largest step-to-step command change. Also the policy's own act at batch 1 on
 one CPU thread (p50 / p99 over `act_repeats` calls on a real observation).
 
-Episodes are appended to out/<mode>_<ms>ms.jsonl as they finish: a rerun resumes. `shard=i/n`
-runs every n-th episode from the i-th, so two processes can share the work (same out).
+Episodes are appended to out/<mode>_<ms>ms[.<i>of<n>].jsonl as they finish: a rerun resumes.
+`shard=i/n` runs every n-th episode from the i-th, so two processes can share the work (same out).
 
 python bench/latency.py [checkpoint=checkpoints/tiny-libero_spatial] [suite=libero_spatial]
     [episodes=100] [delays_ms=0,100,200,400] [modes=sync,async] [jitter_ms=0] [threshold=4]
@@ -20,14 +20,13 @@ Last line: RESULT success_async_200ms=<f> success_sync_200ms=<f> success_0ms=<f>
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from eval_rollouts.results import wilson
+from eval_rollouts.results import ResultsLog, wilson
 from vla.benchopts import options, toy_policy
 
 # the simulated arm's limits (configs/robot/libero_sim.yaml): LIBERO's table, the data's full step
@@ -101,19 +100,18 @@ def main(argv: list[str]) -> None:
     envs: dict[int, LiberoEnv] = {}
     try:
         for mode, ms in cells:
-            log = out / f"{mode}_{ms:g}ms.jsonl"
-            done = {(r["task"], r["init"]) for r in map(json.loads, log.read_text().splitlines())} if log.exists() else set()
+            # one file per shard: a log rewrites its file when opened, which must not race another process
+            log = ResultsLog(out / (f"{mode}_{ms:g}ms" + (f".{shard}of{shards}" if shards > 1 else "") + ".jsonl"))
             settings = ChunkSettings(mode=mode, threshold=opts["threshold"], blend=opts["blend"],
                                      blend_steps=opts["blend_steps"])
             for t, k in episodes:
-                if (t, k) in done:
+                if (t, k) in log.done:
                     continue
                 if t not in envs:
                     envs[t] = LiberoEnv(suite, t, cameras=cameras, resolution=resolution,
                                         max_steps=8 if opts["quick"] else None)
                 rec = run_episode(envs[t], client, k, settings, delay_steps(ms, opts["jitter_ms"], 20.0, 1000 * t + k), limits)
-                with log.open("a") as f:
-                    f.write(json.dumps({"task": t, "init": k, "mode": mode, "delay_ms": ms, **rec}) + "\n")
+                log.add({"task": t, "init": k, "mode": mode, "delay_ms": ms, **rec})
                 print(f"{mode} {ms:g} ms task {t} init {k}: {'success' if rec['success'] else 'failure'} in {rec['steps']} steps",
                       flush=True)
     finally:
@@ -130,7 +128,7 @@ def main(argv: list[str]) -> None:
 def report(opts: dict, cells, out: Path, publish: Path, p50: float, p99: float) -> None:
     rows, results = [], {}
     for mode, ms in cells:
-        recs = [json.loads(line) for line in (out / f"{mode}_{ms:g}ms.jsonl").read_text().splitlines()]
+        recs = [r for f in sorted(out.glob(f"{mode}_{ms:g}ms*.jsonl")) for r in ResultsLog(f).records]
         k, n = sum(r["success"] for r in recs), len(recs)
         lo, hi = wilson(k, n)
         length = float(np.mean([r["steps"] for r in recs]))

@@ -27,7 +27,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from envs.perturb import AXES, parse
-from eval_rollouts.results import newcombe, wilson
+from eval_rollouts.results import newcombe, summarize, wilson
 from vla.benchopts import options
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +60,9 @@ def run_eval(opts: dict, name: str, policy: str, checkpoint: str | None, perturb
 
 
 def rate(records: list[dict]) -> tuple[int, int]:
-    return sum(r["success"] for r in records), len(records)
+    """(successes, episodes) as vla.eval counts them: episodes the environment failed left out."""
+    summary = summarize(records, {})
+    return summary["successes"], summary["episodes"]
 
 
 def cell(k: int, n: int) -> str:
