@@ -11,8 +11,10 @@ Episodes are appended to out/<mode>_<ms>ms[.<i>of<n>].jsonl as they finish: a re
 
 python bench/latency.py [checkpoint=checkpoints/tiny-libero_spatial] [suite=libero_spatial]
     [episodes=100] [delays_ms=0,100,200,400] [modes=sync,async] [jitter_ms=0] [threshold=4]
-    [blend=crossfade] [blend_steps=3] [act_repeats=200] [shard=0/1] [out=outputs/latency]
-    [publish=docs/results/latency] [--quick]
+    [blend=crossfade] [blend_steps=3] [act_repeats=200] [shard=0/1] [transport=direct]
+    [out=outputs/latency] [publish=docs/results/latency] [--quick]
+transport=ros runs each episode through ROS instead (a master, the simulated arm and the bridge in
+lockstep on the simulation's clock, vla.deploy.latency.run_episode_ros): the same numbers, slower.
 --quick: a toy policy, one episode of 8 steps per cell, two delays.
 Last line: RESULT success_async_200ms=<f> success_sync_200ms=<f> success_0ms=<f> max_jump=<f m>
     act_ms_p50=<f> act_ms_p99=<f>
@@ -20,7 +22,9 @@ Last line: RESULT success_async_200ms=<f> success_sync_200ms=<f> success_0ms=<f>
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,10 +32,6 @@ import numpy as np
 
 from eval_rollouts.results import ResultsLog, wilson
 from vla.benchopts import options, toy_policy
-
-# the simulated arm's limits (configs/robot/libero_sim.yaml): LIBERO's table, the data's full step
-SIM_LIMITS = dict(workspace_min=(-0.45, -0.45, 0.85), workspace_max=(0.30, 0.50, 1.40), max_translation_m=0.05,
-                  max_rotation_rad=0.5)
 
 
 def act_timing(checkpoint: str, repeats: int) -> tuple[float, float]:
@@ -63,20 +63,18 @@ def main(argv: list[str]) -> None:
     opts = options(argv, {"checkpoint": "checkpoints/tiny-libero_spatial", "suite": "libero_spatial", "episodes": 100,
                           "delays_ms": "0,100,200,400", "modes": "sync,async", "jitter_ms": 0.0, "threshold": 4,
                           "blend": "crossfade", "blend_steps": 3, "act_repeats": 200, "shard": "0/1",
-                          "out": "outputs/latency", "publish": "docs/results/latency"},
+                          "transport": "direct", "out": "outputs/latency", "publish": "docs/results/latency"},
                    quick={"episodes": 1, "delays_ms": "0,200", "act_repeats": 5, "out": "", "publish": ""})
-    import tempfile
+    import logging
 
     from envs.libero_env import LiberoEnv
     from envs.suites import get_suite
-    from vla.deploy.bridge import SafetyLimits
-    from vla.deploy.chunks import ChunkSettings
+    from vla.deploy.chunks import ChunkSettings, delay_steps
     from vla.deploy.client import PolicyClient
-    from vla.deploy.latency import delay_steps, run_episode
+    from vla.deploy.latency import run_episode, run_episode_ros, sim_limits
+    from vla.deploy.rosmaster import ros_master
     from vla.deploy.server import PolicyServer
-    from vla.eval import load_policy
-
-    import logging
+    from vla.eval import load_policy, render_quality
 
     logging.getLogger("vla.ros_bridge").setLevel(logging.ERROR)  # stops and clips are counted per episode instead
     if opts["quick"]:
@@ -93,11 +91,18 @@ def main(argv: list[str]) -> None:
     modes = opts["modes"].split(",")
     cells = [("sync", 0.0)] + [(m, d) for d in delays if d > 0 for m in modes]  # at 0 ms both modes are one
 
+    if opts["transport"] not in ("direct", "ros"):
+        raise SystemExit(f"latency.py: transport must be direct or ros, not {opts['transport']!r}")
     policy, cameras, resolution, chunk = load_policy("checkpoint", opts["checkpoint"], None)
+    quality = render_quality("auto", policy)
     server = PolicyServer(policy, cameras, resolution, chunk, name=opts["checkpoint"]).start_in_thread()
     client = PolicyClient(f"ws://127.0.0.1:{server.port}", timeout_s=30)
-    limits = SafetyLimits(**SIM_LIMITS)
+    limits = sim_limits()
+    max_steps = 8 if opts["quick"] else None
     envs: dict[int, LiberoEnv] = {}
+    stack = contextlib.ExitStack()
+    if opts["transport"] == "ros":  # the simulated arm and the bridge as ROS nodes, one pair per episode
+        stack.enter_context(ros_master(Path(tempfile.mkdtemp(prefix="latency_ros_"))))
     try:
         for mode, ms in cells:
             # one file per shard: a log rewrites its file when opened, which must not race another process
@@ -107,10 +112,15 @@ def main(argv: list[str]) -> None:
             for t, k in episodes:
                 if (t, k) in log.done:
                     continue
-                if t not in envs:
-                    envs[t] = LiberoEnv(suite, t, cameras=cameras, resolution=resolution,
-                                        max_steps=8 if opts["quick"] else None)
-                rec = run_episode(envs[t], client, k, settings, delay_steps(ms, opts["jitter_ms"], 20.0, 1000 * t + k), limits)
+                seed = 1000 * t + k  # the delays' jitter, the same in both transports
+                if opts["transport"] == "ros":
+                    rec = run_episode_ros(f"ws://127.0.0.1:{server.port}", suite.name, t, k, settings, ms, opts["jitter_ms"],
+                                          seed, cameras, resolution, quality, max_steps, out / "ros" / f"{mode}_{ms:g}ms_{t}_{k}")
+                else:
+                    if t not in envs:
+                        envs[t] = LiberoEnv(suite, t, cameras=cameras, resolution=resolution, render_quality=quality,
+                                            max_steps=max_steps)
+                    rec = run_episode(envs[t], client, k, settings, delay_steps(ms, opts["jitter_ms"], 20.0, seed), limits)
                 log.add({"task": t, "init": k, "mode": mode, "delay_ms": ms, **rec})
                 print(f"{mode} {ms:g} ms task {t} init {k}: {'success' if rec['success'] else 'failure'} in {rec['steps']} steps",
                       flush=True)
@@ -119,6 +129,7 @@ def main(argv: list[str]) -> None:
         server.stop()
         for env in envs.values():
             env.close()
+        stack.close()
     if shards > 1 and shard != 0:
         return  # shard 0 reports, once the others are done (rerun it)
     p50, p99 = act_timing(opts["checkpoint"], opts["act_repeats"])

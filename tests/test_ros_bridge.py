@@ -3,21 +3,19 @@ the watchdog, the enable service, and the whole loop sim arm -> ROS -> bridge ->
 policy -> bridge -> ROS -> sim arm with the scripted policy."""
 
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
-import xmlrpc.client
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from policies import RandomPolicy
-from vla.deploy.bridge import SafetyLimits, image_from_raw, rosbridge_image, rosbridge_stamp, twist_stamped_dict
+from vla.deploy.bridge import SafetyLimits
+from vla.deploy.ros_io import image_from_raw, rosbridge_image, rosbridge_stamp, twist_stamped_dict
+from vla.deploy.rosmaster import free_port, ros_master, stop
 from vla.deploy.server import PolicyServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,58 +23,16 @@ SIM_ROBOT = str(ROOT / "configs/robot/libero_sim.yaml")
 BOX_MIN, BOX_MAX = np.array([-0.45, -0.45, 0.85]), np.array([0.30, 0.50, 1.40])  # libero_sim.yaml
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(args, log: Path, env) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=log.open("w"),
                             stderr=subprocess.STDOUT)
 
 
-def stop(*procs) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
 @pytest.fixture(scope="module")
 def ros_env(tmp_path_factory):
     """A real ROS master on a free loopback port; yields the environment for ROS processes."""
-    if shutil.which("rosmaster") is None:
-        pytest.fail("rosmaster not found: install.sh installs Debian's python3-rosmaster")
-    home = tmp_path_factory.mktemp("ros_home")
-    port = free_port()
-    env = dict(os.environ, ROS_MASTER_URI=f"http://127.0.0.1:{port}", ROS_HOSTNAME="127.0.0.1", ROS_HOME=str(home),
-               PYTHONUNBUFFERED="1")
-    master = subprocess.Popen(["rosmaster", "--core", "-p", str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.STDOUT)
-    deadline = time.time() + 30
-    while True:
-        try:
-            xmlrpc.client.ServerProxy(env["ROS_MASTER_URI"]).getPid("/test")
-            break
-        except OSError:
-            if time.time() > deadline:
-                stop(master)
-                pytest.fail("the ROS master did not come up")
-            time.sleep(0.2)
-    old = {k: os.environ.get(k) for k in ("ROS_MASTER_URI", "ROS_HOSTNAME", "ROS_HOME")}
-    os.environ.update({k: env[k] for k in old})
-    yield env
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    stop(master)
+    with ros_master(tmp_path_factory.mktemp("ros_home")) as env:
+        yield env
 
 
 def test_safety_limits_clip_every_command():
@@ -224,3 +180,34 @@ def test_scripted_policy_completes_a_libero_task_through_ros(ros_env, tmp_path):
     assert status["steps"] < 220
     log = (tmp_path / "bridge.log").read_text()
     assert "bridge up: server" in log and "bridge stats" in log
+
+
+@pytest.mark.slow
+def test_latency_through_ros_gives_the_direct_runs_numbers(ros_env, tmp_path):
+    """The same episode (shipped policy, async, 200 ms +-60 ms jitter) driven directly and through
+    ROS in lockstep: the same steps, answers, dropped and late chunks, and command changes."""
+    from envs.libero_env import LiberoEnv
+    from vla.deploy.chunks import ChunkSettings, delay_steps
+    from vla.deploy.client import PolicyClient
+    from vla.deploy.latency import run_episode, run_episode_ros, sim_limits
+    from vla.eval import load_policy, render_quality
+
+    policy, cameras, resolution, chunk = load_policy("checkpoint", str(ROOT / "checkpoints/tiny-libero_spatial"), None)
+    quality = render_quality("auto", policy)
+    server = PolicyServer(policy, cameras, resolution, chunk).start_in_thread()
+    client = PolicyClient(f"ws://127.0.0.1:{server.port}", timeout_s=30)
+    settings = ChunkSettings(mode="async", threshold=4)
+    env = LiberoEnv("libero_spatial", 0, cameras=cameras, resolution=resolution, render_quality=quality, max_steps=40)
+    try:
+        direct = run_episode(env, client, 0, settings, delay_steps(200, 60, 20.0, 7), sim_limits())
+        ros = run_episode_ros(f"ws://127.0.0.1:{server.port}", "libero_spatial", 0, 0, settings, 200, 60, 7, cameras,
+                              resolution, quality, 40, tmp_path / "ros")
+    finally:
+        env.close()
+        client.close()
+        server.stop()
+    assert direct["steps"] == 40 and direct["answers"] >= 5 and direct["past_dropped"] > 0
+    for key in ("success", "steps", "queries", "answers", "past_dropped", "late", "stops", "clipped"):
+        assert ros[key] == direct[key], f"{key}: ROS {ros[key]}, direct {direct[key]}"
+    assert ros["max_jump_m"] == pytest.approx(direct["max_jump_m"], abs=1e-9) and direct["max_jump_m"] > 0
+    assert ros["max_jump_rad"] == pytest.approx(direct["max_jump_rad"], abs=1e-9)

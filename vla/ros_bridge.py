@@ -1,5 +1,5 @@
 """Drive an arm from the policy server over ROS: `python -m vla.ros_bridge server=ws://gpu-box:8000 config=robot.yaml`
-(vla.deploy.bridge: topics, safety limits, watchdog)."""
+(vla.deploy.ros_io: topics, transports; vla.deploy.bridge: safety limits, watchdog)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import signal
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .deploy.bridge import run
 from .deploy.client import ServerError
+from .deploy.ros_io import run
 
 
 @hydra.main(config_path="../configs", config_name="ros_bridge", version_base="1.3")

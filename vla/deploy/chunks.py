@@ -148,3 +148,17 @@ class SimulatedLatency:
 
     def close(self) -> None:
         pass
+
+
+def delay_steps(delay_ms: float, jitter_ms: float, control_hz: float, seed: int):
+    """The delay of request i in control steps: delay_ms, plus a uniform jitter of +-jitter_ms
+    drawn per request from a seeded generator, rounded up to whole steps (an answer can only be
+    used at a tick)."""
+    rng = np.random.default_rng(seed)
+    period_ms = 1000.0 / control_hz
+
+    def delay(i: int) -> int:
+        ms = delay_ms + (rng.uniform(-jitter_ms, jitter_ms) if jitter_ms else 0.0)
+        return int(np.ceil(max(0.0, ms) / period_ms - 1e-9))
+
+    return delay

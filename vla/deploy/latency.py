@@ -4,31 +4,36 @@ between each observation and its answer counted in control steps. The simulator 
 control step per bridge tick whatever happens: while a request is in flight the arm executes
 what is queued (async) or holds still (sync), as a real arm does.
 
-Direct: the bridge is fed the env's observation each tick and its command drives the env (the
-same conversions as the simulated ROS arm, `vla.deploy.sim_arm.command_to_action`).
+Direct (`run_episode`): the bridge is fed the env's observation each tick and its command drives
+the env (the same conversions as the simulated ROS arm, `vla.deploy.sim_arm.command_to_action`).
+Through ROS (`run_episode_ros`): the simulated arm and the bridge as ROS nodes in lockstep on the
+simulation's clock; the same episode, the same numbers.
 """
 
 from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
 from .bridge import Bridge, SafetyLimits
 from .chunks import ChunkSettings, SimulatedLatency
+from .rosmaster import stop
 from .sim_arm import command_to_action
 
+ROOT = Path(__file__).resolve().parents[2]
+SIM_ROBOT = ROOT / "configs/robot/libero_sim.yaml"  # the simulated arm's topics and limits
 
-def delay_steps(delay_ms: float, jitter_ms: float, control_hz: float, seed: int):
-    """The delay of request i in control steps: delay_ms, plus a uniform jitter of +-jitter_ms
-    drawn per request from a seeded generator, rounded up to whole steps (an answer can only be
-    used at a tick)."""
-    rng = np.random.default_rng(seed)
-    period_ms = 1000.0 / control_hz
 
-    def delay(i: int) -> int:
-        ms = delay_ms + (rng.uniform(-jitter_ms, jitter_ms) if jitter_ms else 0.0)
-        return int(np.ceil(max(0.0, ms) / period_ms - 1e-9))
+def sim_limits() -> SafetyLimits:
+    """The simulated arm's safety limits (LIBERO's table, the data's full step), as the bridge reads them."""
+    from omegaconf import OmegaConf
 
-    return delay
+    return SafetyLimits(**OmegaConf.to_container(OmegaConf.load(SIM_ROBOT).safety.limits))
 
 
 def run_episode(env, client, init: int, settings: ChunkSettings, delay, limits: SafetyLimits,
@@ -60,3 +65,41 @@ def run_episode(env, client, init: int, settings: ChunkSettings, delay, limits: 
             success = bool(info["success"])
             break
     return {"success": success, "steps": steps, "max_jump_m": max_move, "max_jump_rad": max_turn, **bridge.stats}
+
+
+def run_episode_ros(server_url: str, suite: str, task: int, init: int, settings: ChunkSettings, delay_ms: float,
+                    jitter_ms: float, seed: int, cameras: list[str], resolution: int, render_quality: str,
+                    max_steps: int | None, workdir: Path, timeout_s: float = 3600.0) -> dict:
+    """The same episode through ROS, on the running master (vla.deploy.rosmaster): the simulated arm
+    (`vla.sim_arm clock=sim`) and the bridge (`vla.ros_bridge clock=sim`, SIM_ROBOT's settings) as
+    processes, in lockstep. Returns what run_episode returns; the arm measures the command changes."""
+    from envs.suites import get_suite
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = workdir / "result.json"
+    result.unlink(missing_ok=True)
+    py = lambda *args: [sys.executable, "-m", *args]  # noqa: E731
+    arm = subprocess.Popen(py("vla.sim_arm", f"suite={suite}", f"task={task}", f"init={init}", "clock=sim",
+                              f"cameras=[{','.join(cameras)}]", f"resolution={resolution}", f"render_quality={render_quality}",
+                              f"max_steps={max_steps or 'null'}", f"result={result}"),
+                           cwd=ROOT, stdout=(workdir / "sim_arm.log").open("w"), stderr=subprocess.STDOUT)
+    bridge = subprocess.Popen(py("vla.ros_bridge", f"config={SIM_ROBOT}", f"server={server_url}",
+                                 f"instruction={get_suite(suite).tasks[task].instruction}", "start_enabled=true",
+                                 "clock=sim", f"simulated_delay.ms={delay_ms}", f"simulated_delay.jitter_ms={jitter_ms}",
+                                 f"simulated_delay.seed={seed}", f"chunks.mode={settings.mode}",
+                                 f"chunks.threshold={settings.threshold}", f"chunks.blend={settings.blend}",
+                                 f"chunks.blend_steps={settings.blend_steps}",
+                                 # simulated time: the answer's delay is the simulated one, not the machine's
+                                 "safety.server_timeout_s=60"),
+                              cwd=ROOT, stdout=(workdir / "bridge.log").open("w"), stderr=subprocess.STDOUT)
+    try:
+        arm.wait(timeout_s)
+    finally:
+        stop(arm, bridge)
+    if not result.exists():
+        raise RuntimeError(f"the simulated arm ended without a result; logs in {workdir}")
+    status = json.loads(result.read_text())
+    stats = [line.split("bridge stats: ", 1)[1] for line in (workdir / "bridge.log").read_text().splitlines()
+             if "bridge stats: " in line]
+    return {"success": status["success"], "steps": status["steps"], "max_jump_m": status["max_jump_m"],
+            "max_jump_rad": status["max_jump_rad"], **(ast.literal_eval(stats[-1]) if stats else {})}
