@@ -122,3 +122,51 @@ def test_bad_chunk_settings_are_named():
         ChunkSettings(blend="average")
     with pytest.raises(ValueError, match="execute_steps"):
         ChunkSettings(execute_steps=0)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_bridge_predicts_which_ticks_send_a_request(mode):
+    """asks_next_tick (a simulation renders the cameras only then) agrees with what each tick does,
+    under jittered delays from 0 to 5 steps."""
+    rng = np.random.default_rng(3)
+    bridge, _ = make_bridge(ChunkSettings(mode=mode, threshold=4, execute_steps=6), lambda i: int(rng.integers(0, 6)))
+    asked = []
+    for _ in range(200):
+        predicted, before = bridge.asks_next_tick(), bridge.stats["queries"]
+        bridge.tick()
+        asked.append(bridge.stats["queries"] > before)
+        assert predicted == asked[-1], f"tick {len(asked) - 1}"
+    assert 20 < sum(asked) < 150  # requests come and go: the prediction was tested both ways
+
+
+@pytest.mark.slow
+def test_rendering_only_for_requests_leaves_a_real_episode_unchanged():
+    """The shipped policy through the real server on a LIBERO episode, async with jittered delays:
+    the cameras rendered only when a request reads them give the same episode as rendering every step."""
+    from pathlib import Path
+
+    from envs.libero_env import LiberoEnv
+    from vla.deploy.chunks import delay_steps
+    from vla.deploy.client import PolicyClient
+    from vla.deploy.latency import run_episode, sim_limits
+    from vla.deploy.server import PolicyServer
+    from vla.eval import load_policy, render_quality
+
+    ckpt = str(Path(__file__).resolve().parents[1] / "checkpoints/tiny-libero_spatial")
+    policy, cameras, resolution, chunk = load_policy("checkpoint", ckpt, None)
+    server = PolicyServer(policy, cameras, resolution, chunk).start_in_thread()
+    client = PolicyClient(f"ws://127.0.0.1:{server.port}", timeout_s=30)
+    env = LiberoEnv("libero_spatial", 1, cameras=cameras, resolution=resolution,
+                    render_quality=render_quality("auto", policy), max_steps=60)
+    renders = []
+    step = env.step
+    env.step = lambda a, render=True: (renders.append(render), step(a, render=render))[1]
+    try:
+        runs = [run_episode(env, client, 2, ChunkSettings(mode="async"), delay_steps(150, 60, 20.0, 5), sim_limits(),
+                            render_all=render_all) for render_all in (True, False)]
+    finally:
+        env.close()
+        client.close()
+        server.stop()
+    assert runs[0] == runs[1] and runs[0]["answers"] >= 5
+    assert sum(renders[60:]) <= 60 / 2, "the lazy run rendered most steps"

@@ -177,6 +177,15 @@ class Bridge:
             self.stats["answers"] += 1
             self.stats["past_dropped"] += self.chunks.arrive(*got)
 
+    def asks_next_tick(self) -> bool:
+        """Whether the next tick will send a request, so read the cameras: what tick() will decide,
+        for a requester that can peek at its answer (SimulatedLatency). A simulation renders the
+        cameras only for those ticks (vla.deploy.latency)."""
+        got = self.requests.peek(self.step)
+        if got is None:
+            return self.chunks.wants(self.requests.in_flight)
+        return self.chunks.wants(False, self.chunks.length_after(*got))
+
     def tick(self) -> None:
         if not self.enabled:
             return

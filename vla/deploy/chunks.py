@@ -56,19 +56,30 @@ class ChunkQueue:
         self.queue: list[np.ndarray] = []
         self.executed = 0  # actions executed so far: a request remembers this count to align its answer
 
-    def wants(self, in_flight: bool) -> bool:
-        """Whether to ask for the next chunk now."""
+    def wants(self, in_flight: bool, queued: int | None = None) -> bool:
+        """Whether to ask for the next chunk now (with `queued` actions in the queue instead of
+        its length: a prediction)."""
         if in_flight:
             return False
-        return len(self.queue) <= (self.settings.threshold if self.settings.mode == "async" else 0)
+        queued = len(self.queue) if queued is None else queued
+        return queued <= (self.settings.threshold if self.settings.mode == "async" else 0)
+
+    def _usable(self, chunk, asked_at: int) -> tuple[list, int]:
+        """The chunk's actions that are still ahead of the arm, and how many are past."""
+        s = self.settings
+        chunk = [np.asarray(a, np.float64) for a in np.asarray(chunk)[: s.execute_steps or len(chunk)]]
+        past = min(self.executed - asked_at, len(chunk)) if s.mode == "async" else 0  # sync: the arm held still
+        return chunk[past:], past
+
+    def length_after(self, chunk, asked_at: int) -> int:
+        """The queue's length once this answer has arrived (arrive() keeps the new actions)."""
+        return len(self._usable(chunk, asked_at)[0]) or len(self.queue)
 
     def arrive(self, chunk, asked_at: int) -> int:
         """A chunk answering the observation taken when `asked_at` actions had been executed joins
         the queue. Returns how many of its actions were dropped as past."""
         s = self.settings
-        chunk = [np.asarray(a, np.float64) for a in np.asarray(chunk)[: s.execute_steps or len(chunk)]]
-        past = min(self.executed - asked_at, len(chunk)) if s.mode == "async" else 0  # sync: the arm held still
-        new = chunk[past:]
+        new, past = self._usable(chunk, asked_at)
         if not new:  # the whole answer is in the past: the queue goes on as it was
             return past
         overlap = min(len(self.queue), len(new))
@@ -139,12 +150,17 @@ class SimulatedLatency:
         self.requests += 1
         self.pending = (self.client.act(obs), asked_at, step + int(d))
 
-    def poll(self, step: int):
+    def peek(self, step: int):
+        """What poll(step) would return, leaving it pending."""
         if self.pending is None or step < self.pending[2]:
             return None
-        chunk, asked_at, _ = self.pending
-        self.pending = None
-        return chunk, asked_at
+        return self.pending[:2]
+
+    def poll(self, step: int):
+        got = self.peek(step)
+        if got is not None:
+            self.pending = None
+        return got
 
     def close(self) -> None:
         pass

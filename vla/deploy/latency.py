@@ -37,20 +37,24 @@ def sim_limits() -> SafetyLimits:
 
 
 def run_episode(env, client, init: int, settings: ChunkSettings, delay, limits: SafetyLimits,
-                control_hz: float = 20.0) -> dict:
+                control_hz: float = 20.0, render_all: bool = False) -> dict:
     """One episode from init state `init`; success, steps, the largest step-to-step change of the
-    commanded translation (m) and rotation (rad), and the bridge's counts."""
+    commanded translation (m) and rotation (rad), and the bridge's counts. The cameras are rendered
+    only for the ticks that send a request (the rest never reach the policy; rendering is most of
+    a step's cost) unless render_all: the same episode either way."""
     sent = []
     clock = {"t": 0.0}
     bridge = Bridge(client, limits, list(env.cameras), env.instruction, sent.append, enabled=True,
                     clock=lambda: clock["t"], chunks=settings,
                     requests=SimulatedLatency(client, delay))
     obs, _ = env.reset(init_state_index=init)
+    images = obs["images"]
     success, steps, last, max_move, max_turn = False, 0, None, 0.0, 0.0
     while True:
         raw = env.raw_obs
+        images = obs["images"] or images  # an unrendered step keeps the last images: no request reads them
         for cam in env.cameras:
-            bridge.update(cam, obs["images"][cam], clock["t"])
+            bridge.update(cam, images[cam], clock["t"])
         bridge.update("pose", (raw["robot0_eef_pos"], raw["robot0_eef_quat"]), clock["t"])
         bridge.update("gripper", raw["robot0_gripper_qpos"], clock["t"])
         bridge.tick()
@@ -59,7 +63,8 @@ def run_episode(env, client, init: int, settings: ChunkSettings, delay, limits: 
             max_move = max(max_move, float(np.linalg.norm(cmd.translation - last.translation)))
             max_turn = max(max_turn, float(np.linalg.norm(cmd.rotation - last.rotation)))
         last = cmd
-        obs, _, term, trunc, info = env.step(command_to_action(cmd.translation, cmd.rotation, cmd.gripper))
+        obs, _, term, trunc, info = env.step(command_to_action(cmd.translation, cmd.rotation, cmd.gripper),
+                                             render=render_all or bridge.asks_next_tick())
         steps, clock["t"] = int(info["steps"]), clock["t"] + 1.0 / control_hz
         if term or trunc:
             success = bool(info["success"])
