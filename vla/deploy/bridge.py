@@ -12,7 +12,6 @@ Safety, on the robot side, whatever the server sends:
 ROS transports and the entry point: vla.deploy.ros_io.
 """
 
-
 from __future__ import annotations
 
 import dataclasses
