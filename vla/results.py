@@ -31,6 +31,18 @@ PUBLISHED = [
 ]
 # the scripted expert on the protocol's 500 episodes per suite (vla.expert_table, docs/simulation.md)
 EXPERT = {"libero_spatial": (500, 500), "libero_object": (500, 500), "libero_goal": (497, 500), "libero_10": (500, 500)}
+# RoboCasa: (the name in published tables, our task's index in suite=robocasa); published success % on
+# those three with 50 human demonstrations per task (RoboCasa paper via GeoPredict, arXiv 2512.16811,
+# Table 1; Isaac-GR00T's RoboCasa README) and the XVR seed's before -> after spatial tuning
+ROBOCASA = [("CoffeePressButton (our StartCoffeeMachine)", 1), ("TurnOffMicrowave", 0),
+            ("PnPCabToCounter (our PickPlaceCabinetToCounter)", 2)]
+ROBOCASA_PUBLISHED = [
+    ("BC-Transformer, 50 human demonstrations per task", ("48.0", "70.0", "2.0")),
+    ("pi0, 50 human demonstrations per task", ("74.0", "60.0", "6.8")),
+    ("GR00T N1.6", ("98.5", "96.0", "41.0")),
+    ("XVR seed, Qwen3-VL-2B, before -> after its spatial tuning", ("83.1 -> 89.3", "45.7 -> 72.7", "31.1 -> 38.8")),
+]
+ROBOCASA_EXPERT = {0: (50, 50), 1: (50, 50), 2: (49, 50)}  # the scripted expert, 50 protocol episodes per task (README)
 BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
 
@@ -101,13 +113,39 @@ def libero_policies() -> str:
     return "\n".join(lines) + "\n"
 
 
+def robocasa_table() -> str:
+    """Per task on the stand-in kitchens: the shipped policy (docs/results/tiny-robocasa/), the
+    scripted expert, a random policy (docs/results/robocasa-random/), then the published rows."""
+    from eval_rollouts.results import wilson
+
+    def cell(k: int, n: int) -> str:
+        lo, hi = wilson(k, n)
+        return f"{k}/{n} ({100 * k / n:.0f}%, CI {100 * lo:.0f}-{100 * hi:.0f})"
+
+    def row(name: str, result: dict | None) -> str:
+        tasks = {t["task"]: t for t in result["tasks"]} if result else {}
+        return f"| {name} | " + " | ".join(cell(tasks[i]["successes"], tasks[i]["episodes"]) if i in tasks else "not yet"
+                                           for _, i in ROBOCASA) + " |"
+
+    head = "| policy (stand-in kitchens unless named) | " + " | ".join(name for name, _ in ROBOCASA) + " |\n|---|" \
+        + "---|" * len(ROBOCASA) + "\n"
+    learned = ours("robocasa")
+    hours = (learned or {}).get("provenance", {}).get("cpu_hours")
+    rows = [row("**ours**, trained on this CPU" + (f" ({one_decimal(sum(hours.values()))} CPU-hours)" if hours else ""), learned),
+            "| scripted expert | " + " | ".join(cell(*ROBOCASA_EXPERT[i]) for _, i in ROBOCASA) + " |"]
+    random = RESULTS / "robocasa-random" / "success.json"
+    rows.append(row("random actions", json.loads(random.read_text()) if random.is_file() else None))
+    rows += [f"| {name} (real kitchens) | " + " | ".join(values) + " |" for name, values in ROBOCASA_PUBLISHED]
+    return head + "\n".join(rows) + "\n"
+
+
 def count(result: dict) -> str:
     """'432/500 (86.4%, CI 83.1-89.1)' for a success.json."""
     lo, hi = (100 * x for x in result["ci95"])
     return f"{result['successes']}/{result['episodes']} ({100 * result['success_rate']:.1f}%, CI {lo:.1f}-{hi:.1f})"
 
 
-TABLES = {"libero": libero_table, "libero_policies": libero_policies}
+TABLES = {"libero": libero_table, "libero_policies": libero_policies, "robocasa": robocasa_table}
 # the files whose results blocks are generated (and checked by tests/test_results.py)
 DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "evaluation.md"]
 
