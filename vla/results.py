@@ -167,7 +167,7 @@ def whats_next(checkpoint: Path) -> str:
             lines.append(f"  shipped {suite} policy: {100 * r['success_rate']:.1f}% over the protocol's {r['episodes']} episodes"
                          + (f" ({sum(hours.values()):.1f} CPU-hours to make)" if hours else "")
                          + f"\n      python -m vla.eval eval.checkpoint=checkpoints/tiny-{suite} suite={suite}")
-    lines += ["  the CPU recipe on a whole suite (~25-40 min of collection, ~10 min of training, then its evaluations;",
+    lines += ["  the CPU recipe on a whole suite (~25-40 min of collection, ~30 min of training, then its evaluations;",
               "  docs/training.md, 'Training on a CPU'):",
               "      python -m vla.collect suite=libero_object episodes_per_task=50 workers=2 out=data/libero_object_50",
               "      python -m vla.train recipe=cpu suite=libero_object",
