@@ -117,7 +117,10 @@ def main(argv: list[str]) -> None:
                     rec = run_episode_ros(f"ws://127.0.0.1:{server.port}", suite.name, t, k, settings, ms, opts["jitter_ms"],
                                           seed, cameras, resolution, quality, max_steps, out / "ros" / f"{mode}_{ms:g}ms_{t}_{k}")
                 else:
-                    if t not in envs:
+                    if t not in envs:  # one env at a time: a LIBERO env with its renderer holds ~1 GB
+                        for env in envs.values():
+                            env.close()
+                        envs.clear()
                         envs[t] = LiberoEnv(suite, t, cameras=cameras, resolution=resolution, render_quality=quality,
                                             max_steps=max_steps)
                     rec = run_episode(envs[t], client, k, settings, delay_steps(ms, opts["jitter_ms"], 20.0, seed), limits)

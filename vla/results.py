@@ -145,9 +145,15 @@ def count(result: dict) -> str:
     return f"{result['successes']}/{result['episodes']} ({100 * result['success_rate']:.1f}%, CI {lo:.1f}-{hi:.1f})"
 
 
-TABLES = {"libero": libero_table, "libero_policies": libero_policies, "robocasa": robocasa_table}
+def latency_table() -> str:
+    """bench/latency.py's table (docs/results/latency/latency.md), as it wrote it."""
+    table = RESULTS / "latency" / "latency.md"
+    return table.read_text() if table.is_file() else "not yet measured\n"
+
+
+TABLES = {"libero": libero_table, "libero_policies": libero_policies, "robocasa": robocasa_table, "latency": latency_table}
 # the files whose results blocks are generated (and checked by tests/test_results.py)
-DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "evaluation.md"]
+DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "evaluation.md", ROOT / "docs" / "deployment.md"]
 
 
 def whats_next(checkpoint: Path) -> str:
