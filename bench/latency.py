@@ -99,7 +99,7 @@ def main(argv: list[str]) -> None:
     client = PolicyClient(f"ws://127.0.0.1:{server.port}", timeout_s=30)
     limits = sim_limits()
     max_steps = 8 if opts["quick"] else None
-    envs: dict[int, LiberoEnv] = {}
+    env, env_task = None, None
     stack = contextlib.ExitStack()
     if opts["transport"] == "ros":  # the simulated arm and the bridge as ROS nodes, one pair per episode
         stack.enter_context(ros_master(Path(tempfile.mkdtemp(prefix="latency_ros_"))))
@@ -117,20 +117,19 @@ def main(argv: list[str]) -> None:
                     rec = run_episode_ros(f"ws://127.0.0.1:{server.port}", suite.name, t, k, settings, ms, opts["jitter_ms"],
                                           seed, cameras, resolution, quality, max_steps, out / "ros" / f"{mode}_{ms:g}ms_{t}_{k}")
                 else:
-                    if t not in envs:  # one env at a time: a LIBERO env with its renderer holds ~1 GB
-                        for env in envs.values():
+                    if env_task != t:  # one env at a time: a LIBERO env with its renderer holds ~1 GB
+                        if env is not None:
                             env.close()
-                        envs.clear()
-                        envs[t] = LiberoEnv(suite, t, cameras=cameras, resolution=resolution, render_quality=quality,
-                                            max_steps=max_steps)
-                    rec = run_episode(envs[t], client, k, settings, delay_steps(ms, opts["jitter_ms"], 20.0, seed), limits)
+                        env, env_task = LiberoEnv(suite, t, cameras=cameras, resolution=resolution, render_quality=quality,
+                                                  max_steps=max_steps), t
+                    rec = run_episode(env, client, k, settings, delay_steps(ms, opts["jitter_ms"], 20.0, seed), limits)
                 log.add({"task": t, "init": k, "mode": mode, "delay_ms": ms, **rec})
                 print(f"{mode} {ms:g} ms task {t} init {k}: {'success' if rec['success'] else 'failure'} in {rec['steps']} steps",
                       flush=True)
     finally:
         client.close()
         server.stop()
-        for env in envs.values():
+        if env is not None:
             env.close()
         stack.close()
     if shards > 1 and shard != 0:

@@ -13,6 +13,7 @@ simulation's clock; the same episode, the same numbers.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import subprocess
 import sys
@@ -72,6 +73,13 @@ def run_episode(env, client, init: int, settings: ChunkSettings, delay, limits: 
     return {"success": success, "steps": steps, "max_jump_m": max_move, "max_jump_rad": max_turn, **bridge.stats}
 
 
+def chunk_overrides(settings: ChunkSettings) -> list[str]:
+    """The bridge's command-line overrides for these settings, every field (execute_steps is a
+    top-level key of configs/ros_bridge.yaml, the rest sit under chunks)."""
+    return [f"{'' if name == 'execute_steps' else 'chunks.'}{name}={'null' if value is None else value}"
+            for name, value in dataclasses.asdict(settings).items()]
+
+
 def run_episode_ros(server_url: str, suite: str, task: int, init: int, settings: ChunkSettings, delay_ms: float,
                     jitter_ms: float, seed: int, cameras: list[str], resolution: int, render_quality: str,
                     max_steps: int | None, workdir: Path, timeout_s: float = 3600.0) -> dict:
@@ -91,9 +99,7 @@ def run_episode_ros(server_url: str, suite: str, task: int, init: int, settings:
     bridge = subprocess.Popen(py("vla.ros_bridge", f"config={SIM_ROBOT}", f"server={server_url}",
                                  f"instruction={get_suite(suite).tasks[task].instruction}", "start_enabled=true",
                                  "clock=sim", f"simulated_delay.ms={delay_ms}", f"simulated_delay.jitter_ms={jitter_ms}",
-                                 f"simulated_delay.seed={seed}", f"chunks.mode={settings.mode}",
-                                 f"chunks.threshold={settings.threshold}", f"chunks.blend={settings.blend}",
-                                 f"chunks.blend_steps={settings.blend_steps}",
+                                 f"simulated_delay.seed={seed}", *chunk_overrides(settings),
                                  # simulated time: the answer's delay is the simulated one, not the machine's
                                  "safety.server_timeout_s=60"),
                               cwd=ROOT, stdout=(workdir / "bridge.log").open("w"), stderr=subprocess.STDOUT)
