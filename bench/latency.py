@@ -11,7 +11,7 @@ Episodes are appended to out/<mode>_<ms>ms[.<i>of<n>].jsonl as they finish: a re
 
 python bench/latency.py [checkpoint=checkpoints/tiny-libero_spatial] [suite=libero_spatial]
     [episodes=100] [delays_ms=0,100,200,400] [modes=sync,async] [jitter_ms=0] [threshold=4]
-    [blend=crossfade] [blend_steps=3] [act_repeats=200] [shard=0/1] [transport=direct]
+    [blend=crossfade] [blend_steps=3] [max_in_flight=1] [act_repeats=200] [shard=0/1] [transport=direct]
     [out=outputs/latency] [publish=docs/results/latency] [--quick]
 transport=ros runs each episode through ROS instead (a master, the simulated arm and the bridge in
 lockstep on the simulation's clock, vla.deploy.latency.run_episode_ros): the same numbers, slower.
@@ -62,7 +62,7 @@ def act_timing(checkpoint: str, repeats: int) -> tuple[float, float]:
 def main(argv: list[str]) -> None:
     opts = options(argv, {"checkpoint": "checkpoints/tiny-libero_spatial", "suite": "libero_spatial", "episodes": 100,
                           "delays_ms": "0,100,200,400", "modes": "sync,async", "jitter_ms": 0.0, "threshold": 4,
-                          "blend": "crossfade", "blend_steps": 3, "act_repeats": 200, "shard": "0/1",
+                          "blend": "crossfade", "blend_steps": 3, "max_in_flight": 1, "act_repeats": 200, "shard": "0/1",
                           "transport": "direct", "out": "outputs/latency", "publish": "docs/results/latency"},
                    quick={"episodes": 1, "delays_ms": "0,200", "act_repeats": 5, "out": "", "publish": ""})
     import logging
@@ -108,7 +108,7 @@ def main(argv: list[str]) -> None:
             # one file per shard: a log rewrites its file when opened, which must not race another process
             log = ResultsLog(out / (f"{mode}_{ms:g}ms" + (f".{shard}of{shards}" if shards > 1 else "") + ".jsonl"))
             settings = ChunkSettings(mode=mode, threshold=opts["threshold"], blend=opts["blend"],
-                                     blend_steps=opts["blend_steps"])
+                                     blend_steps=opts["blend_steps"], max_in_flight=opts["max_in_flight"])
             for t, k in episodes:
                 if (t, k) in log.done:
                     continue

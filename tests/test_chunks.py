@@ -56,6 +56,41 @@ def test_async_answers_are_aligned_to_what_was_executed_during_their_flight(blen
     assert bridge.stats["past_dropped"] == delay * (bridge.stats["answers"] - 1)  # all but the first answer
 
 
+class PlannedAtClient(StepClient):
+    """StepClient's labels, and in y the count of executed actions its observation saw."""
+
+    def act(self, obs):
+        chunk = super().act(obs)
+        chunk[:, 1] = self.bridge_ref[0].chunks.executed / 1000
+        return chunk
+
+
+@pytest.mark.parametrize("delay", [2, 4])
+def test_requests_in_flight_together_plan_each_action_from_the_freshest_observation(delay):
+    staleness = {}
+    for in_flight in (1, delay):
+        bridge, sent = make_bridge(ChunkSettings(mode="async", threshold=H - 1, blend="replace", max_in_flight=in_flight),
+                                   delay, client_cls=PlannedAtClient)
+        for _ in range(60):
+            bridge.tick()
+        moving = [c for c in sent if not c.is_stop]
+        assert len(sent) - len(moving) == delay  # only the first answer is waited for
+        np.testing.assert_allclose([c.translation[0] for c in moving], np.arange(1, len(moving) + 1) / 100, atol=1e-9)
+        # executed action k (from 0) was planned when the observation had seen `planned` actions
+        ages = {k - round(c.translation[1] * 1000) for k, c in enumerate(moving) if k >= 2 * H}
+        staleness[in_flight] = ages
+        assert bridge.stats["queries"] <= 60 and bridge.stats["late"] == 0
+    assert staleness[delay] == {delay}  # each action is the delay-th of a plan made delay steps before
+    assert max(staleness[1]) > delay  # one request at a time: older plans in between
+
+
+def test_an_answer_older_than_one_taken_in_is_dropped():
+    q = ChunkQueue(ChunkSettings(mode="async", blend="replace"))
+    q.arrive(np.full((H, 7), 2.0), asked_at=5)
+    assert q.arrive(np.full((H, 7), 1.0), asked_at=3) == H  # jitter let the older one arrive later
+    assert all(a[0] == 2.0 for a in q.queue)
+
+
 def test_blending_stays_between_the_chunks_and_softens_the_seam():
     rng = np.random.default_rng(0)
     for blend in ("crossfade", "ensemble"):
@@ -122,14 +157,17 @@ def test_bad_chunk_settings_are_named():
         ChunkSettings(blend="average")
     with pytest.raises(ValueError, match="execute_steps"):
         ChunkSettings(execute_steps=0)
+    with pytest.raises(ValueError, match="max_in_flight"):
+        ChunkSettings(max_in_flight=0)
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_the_bridge_predicts_which_ticks_send_a_request(mode):
+@pytest.mark.parametrize("mode,in_flight", [("sync", 1), ("async", 1), ("async", 3)])
+def test_the_bridge_predicts_which_ticks_send_a_request(mode, in_flight):
     """asks_next_tick (a simulation renders the cameras only then) agrees with what each tick does,
     under jittered delays from 0 to 5 steps."""
     rng = np.random.default_rng(3)
-    bridge, _ = make_bridge(ChunkSettings(mode=mode, threshold=4, execute_steps=6), lambda i: int(rng.integers(0, 6)))
+    bridge, _ = make_bridge(ChunkSettings(mode=mode, threshold=4, execute_steps=6, max_in_flight=in_flight),
+                            lambda i: int(rng.integers(0, 6)))
     asked = []
     for _ in range(200):
         predicted, before = bridge.asks_next_tick(), bridge.stats["queries"]

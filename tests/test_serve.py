@@ -151,6 +151,24 @@ def test_concurrent_clients_share_policy_calls_and_get_their_own_answers(server)
     assert len(policy.batches) < 30  # some requests shared a call
 
 
+def test_requests_in_flight_together_each_get_their_own_answer(server):
+    """The bridge's real-time requester with 3 in flight: one connection each, answers in order."""
+    from vla.deploy.chunks import ThreadedRequests
+
+    s, url = server(EchoPolicy(), max_batch=8, batch_wait_ms=5)
+    requests = ThreadedRequests(PolicyClient(url), max_in_flight=3)
+    for i in range(3):
+        requests.submit(observation(state=[i + 1] + [0] * 7), asked_at=i, step=i)
+    assert requests.in_flight == 3 and len({id(c) for c in requests.clients}) == 3
+    got, deadline = [], time.monotonic() + 10
+    while len(got) < 3 and time.monotonic() < deadline:
+        got += requests.poll(0)
+        time.sleep(0.005)
+    requests.close()
+    assert sorted((asked_at, float(chunk[0, 0])) for chunk, asked_at in got) == [(0, 1.0), (1, 2.0), (2, 3.0)]
+    assert requests.in_flight == 0
+
+
 def test_client_reconnects_after_a_server_restart(server):
     s, url = server()
     client = PolicyClient(url, retry_wait_s=0.1)

@@ -14,6 +14,7 @@ ROS transports and the entry point: vla.deploy.ros_io.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import threading
@@ -98,7 +99,7 @@ class Bridge:
         if execute_steps is not None:  # the caller's settings stay as they were
             settings = dataclasses.replace(settings, execute_steps=execute_steps)
         self.chunks = ChunkQueue(settings)
-        self.requests = requests or ThreadedRequests(client)
+        self.requests = requests or ThreadedRequests(client, settings.max_in_flight)
         self.enabled, self.gripper, self.step = enabled, -1.0, 0
         self.parts: dict[str, tuple[object, float]] = {}  # name -> (value, stamp in seconds)
         self.stats = {"commands": 0, "clipped": 0, "stops": 0, "queries": 0, "server_errors": 0, "answers": 0, "late": 0,
@@ -170,20 +171,22 @@ class Bridge:
         self.publish(cmd)
 
     def _receive(self) -> None:
-        """Take in an answer that has arrived (the request's error, if it failed, propagates)."""
-        got = self.requests.poll(self.step)
-        if got is not None:
+        """Take in the answers that have arrived (a failed request's error propagates)."""
+        for got in self.requests.poll(self.step):
             self.stats["answers"] += 1
             self.stats["past_dropped"] += self.chunks.arrive(*got)
 
     def asks_next_tick(self) -> bool:
         """Whether the next tick will send a request, so read the cameras: what tick() will decide,
-        for a requester that can peek at its answer (SimulatedLatency). A simulation renders the
+        for a requester that can peek at its answers (SimulatedLatency). A simulation renders the
         cameras only for those ticks (vla.deploy.latency)."""
-        got = self.requests.peek(self.step)
-        if got is None:
+        due = self.requests.peek(self.step)
+        if not due:
             return self.chunks.wants(self.requests.in_flight)
-        return self.chunks.wants(False, self.chunks.length_after(*got))
+        after = copy.deepcopy(self.chunks)
+        for got in due:
+            after.arrive(*got)
+        return after.wants(self.requests.in_flight - len(due))
 
     def tick(self) -> None:
         if not self.enabled:

@@ -7,11 +7,15 @@ async  ask from the newest observation as soon as `threshold` actions remain, ke
        queue while the request is in flight; the answer is aligned to the actions executed since
        its observation (those are in the past: dropped), and the rest joins the queue blended with
        the actions still there (cross-fade over `blend_steps`, ACT's temporal ensemble, or
-       replace), so the command does not jump where the chunks meet
+       replace), so the command does not jump where the chunks meet; with `max_in_flight` > 1 it
+       asks again before the last answer is in (at most once a tick), so each answer is planned
+       from a fresher observation: at a delay of d steps every executed action is the d-th of a
+       chunk planned d steps ago, instead of the d-th to the last of one planned up to H-1 ago
 
 If the queue runs out before an answer arrives (the answer is late) the arm holds still, logged.
-Requests go through a requester: `ThreadedRequests` (real time, one request in flight on a worker
-thread) or `SimulatedLatency` (simulation: the answer is computed at once and released a given
+An answer older than one already taken in (jitter can reorder them) is dropped whole.
+Requests go through a requester: `ThreadedRequests` (real time, each request in flight on a worker
+thread with its own connection) or `SimulatedLatency` (simulation: the answer is computed at once and released a given
 number of control steps later, so the same episode gives the same numbers every run).
 """
 
@@ -36,12 +40,15 @@ class ChunkSettings:
     blend_steps: int = 3           # crossfade: the old actions hand over to the new ones over this many steps
     ensemble_decay: float = 0.5    # ensemble: the newer chunk's weight is exp(-decay) of the older's (ACT's m)
     execute_steps: int | None = None  # actions of each chunk used (null: all)
+    max_in_flight: int = 1         # async: requests in flight at once (> 1: a fresher plan, up to one a tick)
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"chunks.mode must be one of {MODES}, not {self.mode!r}")
         if self.blend not in BLENDS:
             raise ValueError(f"chunks.blend must be one of {BLENDS}, not {self.blend!r}")
+        if self.max_in_flight < 1:
+            raise ValueError(f"chunks.max_in_flight must be >= 1, not {self.max_in_flight}")
         if self.threshold < 0 or self.blend_steps < 0:
             raise ValueError("chunks.threshold and chunks.blend_steps must be >= 0")
         if self.execute_steps is not None and self.execute_steps < 1:
@@ -55,14 +62,15 @@ class ChunkQueue:
         self.settings = settings
         self.queue: list[np.ndarray] = []
         self.executed = 0  # actions executed so far: a request remembers this count to align its answer
+        self.newest = -1   # the asked_at of the newest answer taken in
 
-    def wants(self, in_flight: bool, queued: int | None = None) -> bool:
-        """Whether to ask for the next chunk now (with `queued` actions in the queue instead of
-        its length: a prediction)."""
-        if in_flight:
-            return False
-        queued = len(self.queue) if queued is None else queued
-        return queued <= (self.settings.threshold if self.settings.mode == "async" else 0)
+    def wants(self, in_flight: int) -> bool:
+        """Whether to ask for the next chunk now, with `in_flight` requests unanswered (the bridge
+        asks at most once a tick)."""
+        s = self.settings
+        if s.mode == "sync":
+            return not in_flight and not self.queue
+        return in_flight < s.max_in_flight and len(self.queue) <= s.threshold
 
     def _usable(self, chunk, asked_at: int) -> tuple[list, int]:
         """The chunk's actions that are still ahead of the arm, and how many are past."""
@@ -71,14 +79,14 @@ class ChunkQueue:
         past = min(self.executed - asked_at, len(chunk)) if s.mode == "async" else 0  # sync: the arm held still
         return chunk[past:], past
 
-    def length_after(self, chunk, asked_at: int) -> int:
-        """The queue's length once this answer has arrived (arrive() keeps the new actions)."""
-        return len(self._usable(chunk, asked_at)[0]) or len(self.queue)
-
     def arrive(self, chunk, asked_at: int) -> int:
         """A chunk answering the observation taken when `asked_at` actions had been executed joins
-        the queue. Returns how many of its actions were dropped as past."""
+        the queue. Returns how many of its actions were dropped as past (all of them when a newer
+        answer is already in)."""
         s = self.settings
+        if asked_at < self.newest:
+            return len(chunk)
+        self.newest = asked_at
         new, past = self._usable(chunk, asked_at)
         if not new:  # the whole answer is in the past: the queue goes on as it was
             return past
@@ -110,27 +118,33 @@ class ChunkQueue:
 
 
 class ThreadedRequests:
-    """Real time: the request runs on a worker thread while the control loop goes on."""
+    """Real time: each request runs on a worker thread, with its own connection (a websocket
+    carries one request at a time), while the control loop goes on."""
 
-    def __init__(self, client):
-        self.client, self.pool, self.future, self.asked_at = client, ThreadPoolExecutor(1), None, 0
+    def __init__(self, client, max_in_flight: int = 1):
+        self.clients = [client] + [client.clone() for _ in range(max_in_flight - 1)]
+        self.pool, self.pending = ThreadPoolExecutor(max_in_flight), []  # (future, client, asked_at)
 
     @property
-    def in_flight(self) -> bool:
-        return self.future is not None
+    def in_flight(self) -> int:
+        return len(self.pending)
 
     def submit(self, obs: dict, asked_at: int, step: int) -> None:
-        self.future, self.asked_at = self.pool.submit(self.client.act, obs), asked_at
+        busy = [c for _, c, _ in self.pending]
+        client = next(c for c in self.clients if all(c is not b for b in busy))
+        self.pending.append((self.pool.submit(client.act, obs), client, asked_at))
 
-    def poll(self, step: int):
-        """(chunk, asked_at) once the answer is in, else None; the request's error if it failed."""
-        if self.future is None or not self.future.done():
-            return None
-        future, self.future = self.future, None
-        return future.result(), self.asked_at
+    def poll(self, step: int) -> list:
+        """[(chunk, asked_at)] of the answers that are in, oldest request first; a failed request's
+        error propagates."""
+        done = [p for p in self.pending if p[0].done()]
+        self.pending = [p for p in self.pending if not p[0].done()]
+        return [(future.result(), asked_at) for future, _, asked_at in done]
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        for c in self.clients[1:]:
+            c.close()
 
 
 class SimulatedLatency:
@@ -139,27 +153,24 @@ class SimulatedLatency:
     index (jitter drawn from a seeded generator)."""
 
     def __init__(self, client, delay):
-        self.client, self.delay, self.pending, self.requests = client, delay, None, 0
+        self.client, self.delay, self.pending, self.requests = client, delay, [], 0  # (due step, chunk, asked_at)
 
     @property
-    def in_flight(self) -> bool:
-        return self.pending is not None
+    def in_flight(self) -> int:
+        return len(self.pending)
 
     def submit(self, obs: dict, asked_at: int, step: int) -> None:
         d = self.delay(self.requests) if callable(self.delay) else self.delay
         self.requests += 1
-        self.pending = (self.client.act(obs), asked_at, step + int(d))
+        self.pending.append((step + int(d), self.client.act(obs), asked_at))
 
-    def peek(self, step: int):
+    def peek(self, step: int) -> list:
         """What poll(step) would return, leaving it pending."""
-        if self.pending is None or step < self.pending[2]:
-            return None
-        return self.pending[:2]
+        return [(chunk, asked_at) for due, chunk, asked_at in self.pending if due <= step]
 
-    def poll(self, step: int):
+    def poll(self, step: int) -> list:
         got = self.peek(step)
-        if got is not None:
-            self.pending = None
+        self.pending = [p for p in self.pending if p[0] > step]
         return got
 
     def close(self) -> None:

@@ -79,6 +79,10 @@ class PolicyClient:
             raise ServerError(f"reply {reply.get('id')} does not answer request {message['id']}")
         return reply
 
+    def clone(self) -> "PolicyClient":
+        """Another connection to the same server (one request at a time travels on each)."""
+        return PolicyClient(self.url, self.api_key, self.timeout_s, self.connect_s, self.retry_wait_s)
+
     def act(self, observation: dict) -> np.ndarray:
         """One observation -> its action chunk float32 [H, 7]."""
         reply = self.request(observation)
