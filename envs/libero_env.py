@@ -210,7 +210,14 @@ class LiberoEnv(gym.Env):
         truncated = self._steps >= self.max_steps and not success
         self._needs_reset = success or truncated
         obs = self._observation(raw, images=render)
-        return obs, float(success), success, truncated, {"success": success, "steps": self._steps}
+        return obs, float(success), success, truncated, {"success": success, "steps": self._steps,
+                                                         "goals_met": self.goals_met()}
+
+    def goals_met(self) -> list[bool]:
+        """Which of the task's goal predicates (BDDL, e.g. LIBERO-10's two) hold now: how far a
+        failed multi-goal episode got."""
+        rs = self.robosuite_env
+        return [bool(rs._eval_predicate(g)) for g in rs.parsed_problem["goal_state"]]
 
     def render(self) -> np.ndarray:
         if not self.cameras:

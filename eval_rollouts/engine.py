@@ -75,11 +75,13 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
                     "t": time.time()}
         workers[i].send("reset", (*key, record and key in video_episodes))
 
-    def finish(i: int, success: bool, steps: int, error: str | None = None) -> None:
+    def finish(i: int, success: bool, steps: int, error: str | None = None, goals=None) -> None:
         nonlocal done_now
         s = state[i]
         rec = {"task": s["key"][0], "init": s["key"][1], "success": bool(success), "steps": steps,
                "seconds": round(time.time() - s["t"], 2)}
+        if goals:  # [goal predicates that held at some step, goal predicates]
+            rec["goals"] = goals
         if s["tries"]:
             rec["retried"] = True
         if s.get("node"):
@@ -127,7 +129,7 @@ def run(policy, spec: EnvSpec, episodes: list[tuple[int, int]], log: ResultsLog,
         if "perturbation" in reply:
             s["perturbation"] = reply.pop("perturbation")
         if reply["done"]:
-            finish(i, reply["success"], reply["steps"])
+            finish(i, reply["success"], reply["steps"], goals=reply.get("goals"))
         else:
             reply["obs"]["instruction"] = s["instruction"]
             s["reply"] = reply

@@ -70,6 +70,9 @@ def summarize(records: list[dict], instructions: dict[int, str]) -> dict:
         lo, hi = wilson(k, len(rs))
         rows.append({"task": t, "instruction": instructions.get(t, ""), "successes": k, "episodes": len(rs),
                      "errors": errors, "success_rate": k / len(rs) if rs else 0.0, "ci95": [lo, hi]})
+        goals = [r["goals"] for r in rs if "goals" in r]
+        if goals and max(n for _, n in goals) > 1:  # a multi-goal task (LIBERO-10): how far its episodes got
+            rows[-1]["goals_reached"] = sum(k / n for k, n in goals) / len(goals)
     k, n = sum(r["successes"] for r in rows), sum(r["episodes"] for r in rows)
     lo, hi = wilson(k, n)
     return {"tasks": rows, "successes": k, "episodes": n, "errors": sum(r["errors"] for r in rows),
@@ -81,12 +84,16 @@ def markdown(summary: dict, title: str) -> str:
     lines = [f"**{title}**: {summary['successes']}/{summary['episodes']} "
              f"({100 * summary['success_rate']:.1f}%, 95% CI {100 * summary['ci95'][0]:.1f}-{100 * summary['ci95'][1]:.1f})", "",
              "| task | instruction | success | 95% CI | errors |", "|---|---|---|---|---|"]
+    partial = any("goals_reached" in r for r in summary["tasks"])
+    if partial:  # multi-goal tasks: the share of their goal predicates an episode reached, on average
+        lines[2:4] = ["| task | instruction | success | 95% CI | goals reached | errors |", "|---|---|---|---|---|---|"]
     if summary["errors"]:
         lines[1:1] = ["", f"**Warning: {summary['errors']} episode(s) failed in the environment, not the policy; "
                           "they are left out of every rate above and below (their causes: episodes.jsonl).**"]
     for r in summary["tasks"]:
+        goals = (f" {100 * r['goals_reached']:.0f}% |" if "goals_reached" in r else " - |") if partial else ""
         lines.append(f"| {r['task']} | {r['instruction']} | {r['successes']}/{r['episodes']} ({100 * r['success_rate']:.0f}%) "
-                     f"| {100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f}% | {r['errors']} |")
+                     f"| {100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f}% |{goals} {r['errors']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -128,7 +128,7 @@ def _serve(conn, spec: EnvSpec) -> None:
                     obs, _ = env.reset(seed=seed, **options)
                 else:
                     obs, _ = env.reset(init_state_index=init, **options)
-                expert = None
+                expert, reached = None, None  # reached: the goal predicates that held at some step
                 rng, learner_drove = np.random.default_rng([t, init]), False
                 if spec.expert or spec.label:
                     try:
@@ -169,11 +169,13 @@ def _serve(conn, spec: EnvSpec) -> None:
                     obs, _, term, trunc, info = env.step(a, render=record or spec.label or k == len(chunk) - 1)
                     if record:
                         frames.append(obs["images"])
+                    if "goals_met" in info:
+                        reached = [a or b for a, b in zip(reached or info["goals_met"], info["goals_met"])]
                     if term or trunc:
                         done = True
                         break
                 reply(obs, done=done, success=bool(info["success"]), steps=int(info["steps"]), frames=frames,
-                      labelled=labelled)
+                      labelled=labelled, **({"goals": [sum(reached), len(reached)]} if done and reached else {}))
             else:
                 raise ValueError(f"unknown worker command {cmd!r}")
         except SetupError as e:

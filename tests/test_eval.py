@@ -86,7 +86,7 @@ def test_an_environment_failure_is_named_and_counted_apart(tmp_path):
     engine.run(ExpertPolicy(), bad, [(0, 1)], log, num_envs=1)
     (failed, ok) = log.records
     assert failed["error"].startswith("env worker failed: ValueError: seed must be an int in 0..2**32-1"), failed
-    assert ok["success"] and "error" not in ok
+    assert ok["success"] and "error" not in ok and ok["goals"] == [1, 1]  # its one goal predicate, reached
     summary = summarize(log.records, {0: "x"})
     assert (summary["successes"], summary["episodes"], summary["errors"], summary["success_rate"]) == (1, 1, 1, 1.0)
     table = markdown(summary, "t")
