@@ -72,6 +72,34 @@ def test_a_dead_worker_is_replaced_and_its_episode_retried(tmp_path):
     assert sum(r.get("retried", False) for r in log.records) == 1
 
 
+def test_goal_predicates_are_reported_as_the_episode_reaches_them():
+    """LIBERO-10 task 2 (turn on the stove, then the moka pot onto it): none holds at the start,
+    the knob's goal holds alone for a while, both at success; an evaluation records how many an
+    episode reached and the table shows the share per task."""
+    from envs.episodes import make_expert
+    from envs.libero_env import LiberoEnv
+    from eval_rollouts.results import markdown, summarize
+
+    e = LiberoEnv("libero_10", 2, camera_obs=False)
+    obs, _ = e.reset(init_state_index=0)
+    assert e.goals_met() == [False, False]
+    expert, seen = make_expert(e), []
+    expert.reset()
+    for _ in range(e.max_steps):
+        obs, _, done, truncated, info = e.step(expert.act(obs))
+        seen.append(tuple(info["goals_met"]))
+        if done or truncated:
+            break
+    e.close()
+    assert info["success"] and seen[-1] == (True, True) and (True, False) in seen and (False, True) not in seen
+    records = [{"task": 2, "init": 0, "success": False, "steps": 520, "goals": [1, 2]},
+               {"task": 2, "init": 1, "success": True, "steps": 300, "goals": [2, 2]},
+               {"task": 5, "init": 0, "success": False, "steps": 520, "goals": [0, 1]}]
+    summary = summarize(records, {2: "stove", 5: "book"})
+    assert summary["tasks"][0]["goals_reached"] == 0.75 and "goals_reached" not in summary["tasks"][1]
+    assert "| 2 | stove | 1/2 (50%) | 9-91% | 75% | 0 |" in markdown(summary, "t")
+
+
 def test_an_environment_failure_is_named_and_counted_apart(tmp_path):
     """A worker whose env raises (here a layout seed beyond numpy's range, which vla.eval refuses
     up front) fails the episode twice: the record names the cause, the table counts it apart,
