@@ -206,12 +206,12 @@ class LiberoEnv(gym.Env):
             self._render = True
         self._raw = raw
         self._steps += 1
-        success = bool(self._env.check_success())
+        goals = self.goals_met()
+        success = all(goals)  # LIBERO's check_success: the conjunction of these very predicates
         truncated = self._steps >= self.max_steps and not success
         self._needs_reset = success or truncated
         obs = self._observation(raw, images=render)
-        return obs, float(success), success, truncated, {"success": success, "steps": self._steps,
-                                                         "goals_met": self.goals_met()}
+        return obs, float(success), success, truncated, {"success": success, "steps": self._steps, "goals_met": goals}
 
     def goals_met(self) -> list[bool]:
         """Which of the task's goal predicates (BDDL, e.g. LIBERO-10's two) hold now: how far a

@@ -137,8 +137,10 @@ class ThreadedRequests:
     def poll(self, step: int) -> list:
         """[(chunk, asked_at)] of the answers that are in, oldest request first; a failed request's
         error propagates."""
-        done = [p for p in self.pending if p[0].done()]
-        self.pending = [p for p in self.pending if not p[0].done()]
+        done, waiting = [], []
+        for p in self.pending:  # one done() per request: one finishing meanwhile waits for the next poll
+            (done if p[0].done() else waiting).append(p)
+        self.pending = waiting
         return [(future.result(), asked_at) for future, _, asked_at in done]
 
     def close(self) -> None:
