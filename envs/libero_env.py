@@ -1,7 +1,8 @@
 """A LIBERO task as a gymnasium env producing the observation dict of the design.
 
-obs = {"images": {camera: uint8[H, W, 3] upright}, "state": float32[8], "instruction": str}
-state = eef position (3) + eef axis-angle (3) + gripper joint positions (2), LeRobot's LIBERO layout.
+obs = {"images": {camera: uint8[H, W, 3] upright}, "state": float32[8], "instruction": str, "grasps": int}
+state = eef position (3) + eef axis-angle (3) + gripper joint positions (2), LeRobot's LIBERO layout;
+grasps = the grasp-release cycles the episode's own gripper commands completed (envs.robot_state).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 
 from .lowpoly import DEFAULT_RENDER, RENDER_QUALITIES, render_xml_processor
-from .robot_state import robot_state
+from .robot_state import GraspCounter, robot_state
 from .suites import CAMERAS, Suite, get_suite
 
 # OpenVLA's "dummy action" for the wait steps: no motion, gripper open.
@@ -87,8 +88,10 @@ class LiberoEnv(gym.Env):
             "images": gym.spaces.Dict({c: image for c in self.cameras}),
             "state": gym.spaces.Box(-np.inf, np.inf, shape=(8,), dtype=np.float32),
             "instruction": gym.spaces.Text(max_length=512),
+            "grasps": gym.spaces.Discrete(1 << 16),
         })
         self._raw: dict = {}
+        self._grasps = GraspCounter()
         self._steps = 0
         self._needs_reset = True
         self._render = True  # False: camera sensors return a blank image instead of rendering
@@ -133,6 +136,7 @@ class LiberoEnv(gym.Env):
             seed = int(np.random.default_rng([int(seed), attempt]).integers(2**31))
         self.layout_seed = seed if init_state_index is None else None  # the seed whose layout this is
         self._raw, self._steps, self._needs_reset = raw, 0, False
+        self._grasps.reset()
         self.start_eef_quat = np.array(raw["robot0_eef_quat"])  # the hand as the episode starts (experts plan from it)
         self.start_eef_pos = np.array(raw["robot0_eef_pos"])
         info = {"success": bool(self._env.check_success()), "init_state_index": init_state_index,
@@ -206,6 +210,7 @@ class LiberoEnv(gym.Env):
             self._render = True
         self._raw = raw
         self._steps += 1
+        self._grasps.update(a[6])
         goals = self.goals_met()
         success = all(goals)  # LIBERO's check_success: the conjunction of these very predicates
         truncated = self._steps >= self.max_steps and not success
@@ -284,4 +289,4 @@ class LiberoEnv(gym.Env):
                 images[PERTURBED_CAMERA] = noisy_image(images[PERTURBED_CAMERA], p, self._steps)
         elif p is not None and p.axis == "language":
             instruction = p.params["instruction"]
-        return {"images": images, "state": self.state(raw), "instruction": instruction}
+        return {"images": images, "state": self.state(raw), "instruction": instruction, "grasps": self._grasps.count}

@@ -15,7 +15,7 @@ import mujoco
 import numpy as np
 
 from .lowpoly import DEFAULT_RENDER, RENDER_QUALITIES, render_xml_processor
-from .robot_state import robot_state
+from .robot_state import GraspCounter, robot_state
 from .suites import ROBOCASA_CAMERAS as CAMERAS, ROBOCASA_SUITES
 
 TASKS = tuple(name for name, _, _ in ROBOCASA_SUITES["robocasa"])  # the XVR paper's three
@@ -95,6 +95,7 @@ class RoboCasaEnv:
         if self.render_quality != "full":
             self.env.sim._render_context_offscreen.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         self.steps = 0
+        self.grasps = GraspCounter()
         return self._observation(), {}
 
     def step(self, action, render: bool = True):
@@ -105,6 +106,7 @@ class RoboCasaEnv:
         full[ARM], full[GRIPPER], full[MODE] = np.clip(action[:6], -1, 1), np.clip(action[6], -1, 1), -1.0
         self.raw_obs, _, _, _ = self.env.step(full)
         self.steps += 1
+        self.grasps.update(action[6])
         success = bool(self.env._check_success())
         info = {"success": success, "steps": self.steps}
         return self._observation(render), float(success), success, self.steps >= self.max_steps, info
@@ -116,7 +118,7 @@ class RoboCasaEnv:
                                                             height=self.resolution)[::-1])
                 for c in self.cameras} if images else {}
         state = robot_state(raw["robot0_eef_pos"], raw["robot0_eef_quat"], raw["robot0_gripper_qpos"])
-        return {"images": imgs, "state": state, "instruction": self.instruction}
+        return {"images": imgs, "state": state, "instruction": self.instruction, "grasps": self.grasps.count}
 
     def close(self) -> None:
         self.env.close()

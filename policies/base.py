@@ -10,7 +10,8 @@ import numpy as np
 @runtime_checkable
 class Policy(Protocol):
     """obs_batch: {"images": {camera: uint8[B, H, W, 3]}, "state": float32[B, 8],
-    "instruction": list of B str}. Returns float32 actions [B, H, 7] (H = the chunk length)."""
+    "instruction": list of B str, optionally "grasps": int[B] (completed grasp-release cycles,
+    which a train.grasp_count policy reads)}. Returns float32 actions [B, H, 7] (H = the chunk length)."""
 
     def reset(self) -> None: ...
 

@@ -100,10 +100,11 @@ class PolicyProcessor:
 
     # -- inputs ------------------------------------------------------------------------------------
     def encode(self, images: dict, states, instructions: list[str], actions=None, action_is_pad=None,
-               augment: bool = False) -> dict:
+               augment: bool = False, grasps=None) -> dict:
         """A batch of observations (images {camera: uint8[B, H, W, 3]}, states [B, S], B
-        instructions) and, for training, target actions [B, H, 7] -> model inputs (left padded).
-        augment: random crops (training); otherwise the centre crop."""
+        instructions, grasps [B] for a grasp_count policy) and, for training, target actions
+        [B, H, 7] -> model inputs (left padded). augment: random crops (training); otherwise the
+        centre crop."""
         spec, B = self.spec, len(instructions)
         flat = np.stack([img for b in range(B) for img in camera_images({c: images[c][b] for c in spec.cameras},
                                                                          spec.cameras, spec.resolution)])
@@ -126,7 +127,13 @@ class PolicyProcessor:
         if spec.use_state:
             if states is None:
                 raise ValueError("this policy reads the proprioceptive state: the observation needs 'state' [B, 8]")
-            batch["state"] = torch.as_tensor(self.state_normalizer(np.asarray(states, np.float32).reshape(B, -1)))
+            states = np.asarray(states, np.float32).reshape(B, -1)
+            if spec.grasp_count:
+                if grasps is None:
+                    raise ValueError("this policy reads the episode's completed grasps: the observation needs 'grasps' "
+                                     "(LiberoEnv reports it; a robot counts its own gripper close-open cycles)")
+                states = np.concatenate([states, np.asarray(grasps, np.float32).reshape(B, 1)], 1)
+            batch["state"] = torch.as_tensor(self.state_normalizer(states))
         if actions is not None:
             batch["target_norm"] = torch.as_tensor(np.clip(self.action_stats.normalize(a), -1, 1))
             batch["target_ids"] = torch.as_tensor(target_ids)
@@ -157,7 +164,8 @@ class PolicyProcessor:
              "normalise": {"mean": list(self.image_processor.image_mean), "std": list(self.image_processor.image_std)}},
             {"step": "prompt", "format": s.prompt, "template": "chat: the VLM's chat template with camera names and "
              "'What action should the robot take to <instruction>?'; compact: images, state, instruction"},
-            {"step": "state", "use": s.use_state, "normalise": "(state - mean) / std", "stats": "state_stats.json"},
+            {"step": "state", "use": s.use_state, "normalise": "(state - mean) / std", "stats": "state_stats.json",
+             "append": ["grasps: completed grasp-release cycles this episode"] if s.grasp_count else []},
             {"step": "action_targets", "normalise": "q01/q99 to -1..1, clipped", "stats": "action_stats.json",
              "tokens": f"{self.action_tokenizer.n_bins} bins, {s.action_token_mode} ids"}],
             "outputs": [{"step": "unnormalise", "stats": "action_stats.json"},

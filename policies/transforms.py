@@ -28,6 +28,8 @@ def stack_observations(observations: list[dict], cameras: list[str] | None = Non
     batch = {"images": {c: np.stack([o["images"][c] for o in observations]) for c in cameras},
              "state": np.stack([o["state"] for o in observations]),
              "instruction": [o["instruction"] for o in observations]}
+    if all("grasps" in o for o in observations):
+        batch["grasps"] = np.array([int(o["grasps"]) for o in observations])
     if all("expert_action" in o for o in observations):
         batch["expert_action"] = [o["expert_action"] for o in observations]
     return batch

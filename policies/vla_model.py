@@ -56,6 +56,9 @@ class PolicySpec:
     binarize_gripper: bool = True  # un-normalised dimensions (the gripper) snap to -1 / +1, as OpenVLA's LIBERO eval does
     queries: str = "dims"  # parallel head: dims = chunk x 7 placeholders (OpenVLA-OFT), steps = chunk (L1 only)
     prompt: str = "chat"  # PROMPTS
+    # the state token also carries the grasp-release cycles completed this episode (obs "grasps",
+    # envs.robot_state.GraspCounter): a progress signal for multi-goal tasks
+    grasp_count: bool = False
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -68,6 +71,8 @@ class PolicySpec:
             raise ValueError(f"parallel head queries must be one of {QUERIES}, not {self.queries!r}")
         if self.queries == "steps" and (self.head, self.output) != ("parallel", "l1"):
             raise ValueError("queries: steps (one placeholder per chunk step) needs head: parallel with output: l1")
+        if self.grasp_count and not self.use_state:
+            raise ValueError("grasp_count rides on the state token: it needs use_state: true")
         if self.prompt not in PROMPTS:
             raise ValueError(f"prompt must be one of {PROMPTS}, not {self.prompt!r}")
         if int(self.chunk_size) < 1:

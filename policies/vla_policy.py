@@ -29,6 +29,8 @@ class VLAPolicy:
         if isinstance(instr, str):  # a single observation: add the batch axis
             images = {k: np.asarray(v)[None] for k, v in images.items()}
             state = None if obs_batch.get("state") is None else np.asarray(obs_batch["state"])[None]
-            return self.act({"images": images, "state": state, "instruction": [instr]})
+            grasps = None if obs_batch.get("grasps") is None else np.asarray(obs_batch["grasps"])[None]
+            return self.act({"images": images, "state": state, "instruction": [instr], "grasps": grasps})
         processor = self.model.processor
-        return processor.decode(self.model.predict(processor.encode(images, obs_batch.get("state"), list(instr))))
+        batch = processor.encode(images, obs_batch.get("state"), list(instr), grasps=obs_batch.get("grasps"))
+        return processor.decode(self.model.predict(batch))

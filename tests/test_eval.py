@@ -78,20 +78,28 @@ def test_goal_predicates_are_reported_as_the_episode_reaches_them():
     episode reached and the table shows the share per task."""
     from envs.episodes import make_expert
     from envs.libero_env import LiberoEnv
+    from envs.robot_state import grasps_before_each_step
     from eval_rollouts.results import markdown, summarize
 
     e = LiberoEnv("libero_10", 2, camera_obs=False)
     obs, _ = e.reset(init_state_index=0)
     assert e.goals_met() == [False, False]
-    expert, seen = make_expert(e), []
+    expert, seen, grippers, grasps = make_expert(e), [], [], [obs["grasps"]]
     expert.reset()
     for _ in range(e.max_steps):
-        obs, _, done, truncated, info = e.step(expert.act(obs))
+        action = expert.act(obs)
+        obs, _, done, truncated, info = e.step(action)
         seen.append(tuple(info["goals_met"]))
+        grippers.append(action[-1])
+        grasps.append(obs["grasps"])
         if done or truncated:
             break
     e.close()
     assert info["success"] and seen[-1] == (True, True) and (True, False) in seen and (False, True) not in seen
+    # the grasp count: the knob let go of while its goal holds alone, and what a dataset of these
+    # commands gives each frame (vla.dataset.reader) is what the env reported with it
+    assert grasps[0] == 0 and (1, (True, False)) in zip(grasps[1:], seen)
+    assert grasps[:-1] == grasps_before_each_step(grippers).tolist()
     records = [{"task": 2, "init": 0, "success": False, "steps": 520, "goals": [1, 2]},
                {"task": 2, "init": 1, "success": True, "steps": 300, "goals": [2, 2]},
                {"task": 5, "init": 0, "success": False, "steps": 520, "goals": [0, 1]}]

@@ -113,6 +113,8 @@ def test_bad_messages_get_an_error_frame_and_the_connection_stays_usable(server)
         "missing camera": (dict(good, images={"agentview": good["images"]["agentview"]}), "robot0_eye_in_hand"),
         "float image": (dict(good, images={c: v.astype(np.float32) for c, v in good["images"].items()}), "uint8"),
         "short state": (dict(good, state=np.zeros(3, np.float32)), "state must be 8 numbers"),
+        "negative grasps": (dict(good, grasps=-1), "grasps must be a count"),
+        "fractional grasps": (dict(good, grasps=1.5), "grasps must be a count"),
         "oversize": (dict(good, padding=np.zeros(2 << 20, np.uint8)), "exceeds the server's limit"),
     }
     with PolicyClient(url) as client:

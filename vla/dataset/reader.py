@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from envs.robot_state import grasps_before_each_step
+
 from .format import DATA_PATH, VIDEO_PATH, DatasetError, column_to_numpy, read_tasks, reading
 
 IMAGE_PREFIX = "observation.images."
@@ -148,6 +150,11 @@ class LeRobotDataset:
         if unknown:
             raise DatasetError(f"{self.root}: frames in data/ belong to episodes {sorted(unknown)[:5]} that meta/episodes/ does not list")
         self._ep_bounds = np.array([ends[int(e)] for e in self.episode_index]).reshape(-1, 2)
+        # the grasp-release cycles completed before each frame, from the episode's own gripper
+        # commands (the last action number): what LiberoEnv's obs["grasps"] reports at that step
+        self.grasps = np.zeros(len(self.actions), np.int64)
+        for start, end in {tuple(b) for b in self._ep_bounds.tolist()}:
+            self.grasps[start:end] = grasps_before_each_step(self.actions[start:end, -1])
         # action chunks index frames by position: each frame must lie inside its episode's bounds
         pos = np.arange(len(self))
         if not np.all((self._ep_bounds[:, 0] <= pos) & (pos < self._ep_bounds[:, 1]) & (self._ep_bounds[:, 1] <= len(self))):
@@ -218,6 +225,7 @@ class LeRobotDataset:
         return {
             "images": {c: self._image(c, i) for c in self.cameras},
             "state": self.states[i],
+            "grasps": int(self.grasps[i]),
             "action": self.actions[np.minimum(steps, end - 1)],
             "action_is_pad": pad,
             "task": self.tasks[int(self.task_index[i])],
@@ -259,6 +267,7 @@ class DatasetUnion:
         self.episodes = [e for p in self.parts for e in p.episodes]
         self.actions = np.concatenate([p.actions for p in self.parts])
         self.states = np.concatenate([p.states for p in self.parts])
+        self.grasps = np.concatenate([p.grasps for p in self.parts])
         self._starts = np.cumsum([0] + [len(p) for p in self.parts])
 
     def __len__(self) -> int:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from envs.robot_state import ROTATION_RAD_PER_UNIT, TRANSLATION_M_PER_UNIT, robot_state
+from envs.robot_state import ROTATION_RAD_PER_UNIT, TRANSLATION_M_PER_UNIT, GraspCounter, robot_state
 
 from .chunks import ChunkQueue, ChunkSettings, ThreadedRequests
 
@@ -101,6 +101,7 @@ class Bridge:
         self.chunks = ChunkQueue(settings)
         self.requests = requests or ThreadedRequests(client, settings.max_in_flight)
         self.enabled, self.gripper, self.step = enabled, -1.0, 0
+        self.grasps = GraspCounter()  # from the gripper commands this bridge published (the task's progress)
         self.parts: dict[str, tuple[object, float]] = {}  # name -> (value, stamp in seconds)
         self.stats = {"commands": 0, "clipped": 0, "stops": 0, "queries": 0, "server_errors": 0, "answers": 0, "late": 0,
                       "past_dropped": 0}
@@ -157,7 +158,8 @@ class Bridge:
             age = self.clock() - min(self.parts[n][1] for n in need)
             (pos, quat), _ = self.parts["pose"]
             obs = {"images": {c: self.parts[c][0] for c in self.cameras},
-                   "state": robot_state(pos, quat, self.parts["gripper"][0]), "instruction": self.instruction}
+                   "state": robot_state(pos, quat, self.parts["gripper"][0]), "instruction": self.instruction,
+                   "grasps": self.grasps.count}
             for n in self.extras:
                 obs[n] = self.parts[n][0]
         return obs, age, np.asarray(pos, np.float64)  # float64: the box check must not see float32 rounding
@@ -168,6 +170,7 @@ class Bridge:
             log.warning("stop: %s", reason)
         self._stopped_for = kind or reason
         self.stats["stops"] += 1
+        self.grasps.update(cmd.gripper)
         self.publish(cmd)
 
     def _receive(self) -> None:
@@ -222,5 +225,6 @@ class Bridge:
             self.stats["clipped"] += 1
             log.warning("clipped: %s", "; ".join(cmd.notes))
         self.gripper = cmd.gripper
+        self.grasps.update(cmd.gripper)
         self.stats["commands"] += 1
         self.publish(cmd)

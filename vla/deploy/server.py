@@ -94,6 +94,11 @@ class PolicyServer:
         if state.dtype.kind not in "if" or state.shape != (STATE_DIM,):
             raise RequestError(f"state must be {STATE_DIM} numbers, got {state.dtype} {state.shape}")
         obs = {"images": images, "state": state.astype(np.float32), "instruction": msg["instruction"]}
+        if "grasps" in msg:  # completed grasp-release cycles, for a policy trained with train.grasp_count
+            grasps = np.asarray(msg["grasps"])
+            if grasps.shape != () or grasps.dtype.kind not in "iu" or grasps < 0:
+                raise RequestError(f"grasps must be a count (an integer >= 0), got {msg['grasps']!r}")
+            obs["grasps"] = int(grasps)
         if "expert_action" in msg:  # the simulator's scripted-expert hint, for policy=scripted
             obs["expert_action"] = np.asarray(msg["expert_action"], np.float32).reshape(ACTION_DIM)
         return obs

@@ -47,7 +47,8 @@ def make_collate(model, rewrites: float = 0.0, seed: int = 0):
         return model.processor.encode({c: np.stack([s["images"][c] for s in samples]) for c in cams},
                             np.stack([s["state"] for s in samples]), tasks,
                             actions=np.stack([s["action"] for s in samples]),
-                            action_is_pad=np.stack([s["action_is_pad"] for s in samples]), augment=True)
+                            action_is_pad=np.stack([s["action_is_pad"] for s in samples]), augment=True,
+                            grasps=np.array([s["grasps"] for s in samples]))
     return collate
 
 
@@ -65,11 +66,13 @@ def build_model(cfg: DictConfig, dataset, normalization_from: Path | None = None
                       cameras=list(cfg.train.cameras), resolution=cfg.train.resolution, use_state=cfg.train.use_state,
                       action_token_mode=cfg.model.action_token_mode, action_dim=dataset.actions.shape[1],
                       render_quality=dataset.info.get("vla", {}).get("render_quality"), crop_scale=cfg.train.crop_scale,
-                      camera_resolution=dataset.info["features"][f"observation.images.{cfg.train.cameras[0]}"]["shape"][0])
+                      camera_resolution=dataset.info["features"][f"observation.images.{cfg.train.cameras[0]}"]["shape"][0],
+                      grasp_count=bool(cfg.train.get("grasp_count", False)))
     mask = np.ones(spec.action_dim, bool)
     mask[-1] = False  # the gripper (-1 / +1) is not normalised, as in OpenVLA
     stats = ActionStats.from_actions(dataset.actions, mask=mask)
-    state = StateNormalizer(dataset.states.mean(0), dataset.states.std(0)) if spec.use_state else None
+    states = np.concatenate([dataset.states, dataset.grasps[:, None]], 1) if spec.grasp_count else dataset.states
+    state = StateNormalizer(states.mean(0), states.std(0)) if spec.use_state else None
     if normalization_from is not None:
         stats, trained_state = load_normalization(normalization_from)
         state = trained_state if spec.use_state else None

@@ -144,8 +144,8 @@ class Stage:
 
 
 # config keys a resumed run must share with the run that wrote its checkpoint
-RUN_KEYS = {"action": ("model", "head", "train.cameras", "train.resolution", "train.use_state", "train.dataset",
-                       "train.lora", "train.cotrain_spatial", "train.spatial_loss_weight",
+RUN_KEYS = {"action": ("model", "head", "train.cameras", "train.resolution", "train.use_state", "train.grasp_count",
+                       "train.dataset", "train.lora", "train.cotrain_spatial", "train.spatial_loss_weight",
                        "train.spatial_dataset"),
             "spatial": ("model", "train.dataset")}
 
