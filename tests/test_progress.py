@@ -13,6 +13,7 @@ from envs.robot_state import GRASP_MIN_CLOSED_STEPS, GraspCounter, grasps_before
 from policies import VLAPolicy
 from vla.deploy.chunks import ChunkSettings
 from vla.dataset.reader import LeRobotDataset
+from vla.eval import evaluate
 from vla.train import train
 
 CLOSE, OPEN = 1.0, -1.0
@@ -69,6 +70,11 @@ def test_a_grasp_count_policy_trains_on_the_datasets_counts_and_reads_them(demo_
     first, second = policy.act({**batch, "grasps": np.zeros(3)}), policy.act({**batch, "grasps": np.ones(3)})
     assert not np.allclose(first, second)  # the count reaches the actions
     np.testing.assert_array_equal(first, VLAPolicy.from_checkpoint(ckpt).act({**batch, "grasps": np.zeros(3)}))
+    # the batched evaluation hands every env's own count to the policy
+    out = tmp_path / "eval_grasps"
+    summary = evaluate(load_config("eval.num_envs=1", f"eval.checkpoint={ckpt}", "eval.tasks=[0]", "eval.trials_per_task=1",
+                                   "eval.max_steps=16", "eval.save_videos=0", f"eval.out={out}"))
+    assert summary["episodes"] == 1
     # and a resume refuses to change it
     with pytest.raises(Exception, match="grasp_count"):
         train(load_config(*run, "train.max_steps=32", "train.grasp_count=false"))
