@@ -2,6 +2,7 @@
 commands, the same in the simulator, the dataset, the bridge and the policy's input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,3 +79,20 @@ def test_a_grasp_count_policy_trains_on_the_datasets_counts_and_reads_them(demo_
     # and a resume refuses to change it
     with pytest.raises(Exception, match="grasp_count"):
         train(load_config(*run, "train.max_steps=32", "train.grasp_count=false"))
+
+
+def test_the_libero_10_grasp_count_checkpoint_loads_and_acts_on_its_count():
+    """checkpoints/libero_10-grasp_count (the LIBERO-10 run with the count, 16/100 on validation:
+    docs/training.md; not a shipped policy, the start of the next lever) reads the count."""
+    import vla
+
+    policy = vla.load_policy(Path(__file__).resolve().parents[1] / "checkpoints" / "libero_10-grasp_count")
+    rng = np.random.default_rng(0)
+    obs = {"images": {c: rng.integers(0, 255, (2, 128, 128, 3), dtype=np.uint8) for c in policy.spec.cameras},
+           "state": rng.normal(size=(2, 8)).astype(np.float32),
+           "instruction": ["turn on the stove and put the moka pot on it"] * 2}
+    assert policy.spec.grasp_count
+    with pytest.raises(ValueError, match="'grasps'"):
+        policy.act(obs)
+    actions = policy.act({**obs, "grasps": np.array([0, 1])})
+    assert actions.shape == (2, 8, 7) and np.isfinite(actions).all()

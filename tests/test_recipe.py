@@ -276,7 +276,8 @@ def test_each_shipped_checkpoint_loads_and_acts_in_one_batch(name):
     assert name == f"tiny-{suite}" and len(instructions) == 10
     rng = np.random.default_rng(0)
     obs = {"images": {c: rng.integers(0, 255, (3, 128, 128, 3), dtype=np.uint8) for c in cameras},
-           "state": rng.normal(size=(3, 8)).astype(np.float32), "instruction": instructions[:3]}
+           "state": rng.normal(size=(3, 8)).astype(np.float32), "instruction": instructions[:3],
+           "grasps": np.array([0, 1, 2])}  # read by a train.grasp_count policy only
     actions = policy.act(obs)
     assert actions.shape == (3, 8, 7) and np.isfinite(actions).all()
     assert set(np.unique(actions[..., 6])) <= {-1.0, 1.0} and np.abs(actions[..., :6]).max() <= 1.0 + 1e-6

@@ -150,15 +150,15 @@ class LeRobotDataset:
         if unknown:
             raise DatasetError(f"{self.root}: frames in data/ belong to episodes {sorted(unknown)[:5]} that meta/episodes/ does not list")
         self._ep_bounds = np.array([ends[int(e)] for e in self.episode_index]).reshape(-1, 2)
+        # action chunks index frames by position: each frame must lie inside its episode's bounds
+        pos = np.arange(len(self))
+        if not np.all((self._ep_bounds[:, 0] <= pos) & (pos < self._ep_bounds[:, 1]) & (self._ep_bounds[:, 1] <= len(self))):
+            raise DatasetError(f"{self.root}: dataset_from_index/dataset_to_index in meta/episodes/ do not match the frames in data/")
         # the grasp-release cycles completed before each frame, from the episode's own gripper
         # commands (the last action number): what LiberoEnv's obs["grasps"] reports at that step
         self.grasps = np.zeros(len(self.actions), np.int64)
         for start, end in {tuple(b) for b in self._ep_bounds.tolist()}:
             self.grasps[start:end] = grasps_before_each_step(self.actions[start:end, -1])
-        # action chunks index frames by position: each frame must lie inside its episode's bounds
-        pos = np.arange(len(self))
-        if not np.all((self._ep_bounds[:, 0] <= pos) & (pos < self._ep_bounds[:, 1]) & (self._ep_bounds[:, 1] <= len(self))):
-            raise DatasetError(f"{self.root}: dataset_from_index/dataset_to_index in meta/episodes/ do not match the frames in data/")
         if np.any((self.task_index < 0) | (self.task_index >= len(self.tasks))):
             raise DatasetError(f"{self.root}: task_index in data/ outside the {len(self.tasks)} tasks of meta/tasks.parquet")
         self._video_cache: dict = {}
