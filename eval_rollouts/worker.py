@@ -163,7 +163,7 @@ def _serve(conn, spec: EnvSpec) -> None:
                     if spec.label:
                         label = expert.act(obs)
                         labelled.append({"images": obs["images"], "state": obs["state"], "action": label,
-                                         "learner_acted": not expert_drives})
+                                         "learner_acted": not expert_drives, "grasps": obs["grasps"]})
                         a = label if expert_drives else a
                     # the policy sees only the chunk's last observation: render the rest only for videos and labels
                     obs, _, term, trunc, info = env.step(a, render=record or spec.label or k == len(chunk) - 1)

@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from envs.episodes import make_expert, run_expert_episode
 from envs.libero_env import LiberoEnv
+from envs.robot_state import grasps_before_each_step
 from eval_rollouts import engine
 from eval_rollouts.results import ResultsLog
 from eval_rollouts.worker import EnvSpec, layout_seed
@@ -99,6 +100,8 @@ def test_labelling_worker_records_the_experts_action_for_every_visited_state():
     np.testing.assert_allclose(np.stack([s["action"] for s in steps]), np.stack([a for _, a in frames]), atol=1e-6)
     assert not any(s["learner_acted"] for s in steps)
     assert steps[0]["images"]["agentview"].shape == (64, 64, 3)
+    # each label carries the grasp count of the commands that ran before it (here the expert's own)
+    assert [s["grasps"] for s in steps] == grasps_before_each_step([s["action"][6] for s in steps]).tolist()
     # the policy driving: every step is the policy's, each labelled by the expert (gripper -1 / +1)
     rec, steps = _labelled_run(expert_drives=0.0, max_steps=24)
     assert rec["labelled_steps"] == len(steps) == 24 and all(s["learner_acted"] for s in steps)

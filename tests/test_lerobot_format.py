@@ -283,6 +283,28 @@ def test_a_list_of_datasets_reads_as_one(dataset, tmp_path):
     assert isinstance(open_dataset([root]), LeRobotDataset)
 
 
+def test_a_recorded_grasp_count_is_read_and_an_absent_one_derived_from_the_gripper_commands(dataset, tmp_path):
+    """DAgger records the count of the commands that ran (the learner's, not the expert's labels);
+    demonstrations derive it from their own actions; both train together."""
+    from envs.robot_state import grasps_before_each_step
+    from vla.dataset.format import vector_feature
+    from vla.dataset.reader import GRASPS_KEY, open_dataset
+
+    root, episodes, _ = dataset
+    rng = np.random.default_rng(2)
+    ep = fake_episode(rng, 12)
+    ep["action"][:, 6] = [-1] + [1] * 6 + [-1] * 5  # one cycle in the labels ...
+    ep[GRASPS_KEY] = np.array([[0]] * 4 + [[3]] * 8, np.int64)  # ... but the count of what ran
+    writer = LeRobotWriter(tmp_path / "relabelled", fps=20, features={**dataset_features(CAMS, 32),
+                                                                       GRASPS_KEY: vector_feature(["grasps"], "int64")})
+    writer.add_episode(ep, "open the drawer")
+    assert LeRobotDataset(tmp_path / "relabelled").grasps.tolist() == [0] * 4 + [3] * 8
+    demos = LeRobotDataset(root)
+    assert demos.grasps.tolist() == [n for e in episodes for n in grasps_before_each_step(e["action"][:, 6])]
+    union = open_dataset([root, tmp_path / "relabelled"])
+    assert union.grasps.tolist() == demos.grasps.tolist() + [0] * 4 + [3] * 8 and union[len(demos) + 5]["grasps"] == 3
+
+
 def test_kept_images_are_the_policys_resized_frames_within_the_memory_budget(dataset, tmp_path):
     """Training keeps frames decoded and resized to its resolution (train.image_cache_gb): the same
     pixels the policy's own resize gives, read back from memory, and never more than the budget."""

@@ -23,6 +23,7 @@ from envs.robot_state import grasps_before_each_step
 from .format import DATA_PATH, VIDEO_PATH, DatasetError, column_to_numpy, read_tasks, reading
 
 IMAGE_PREFIX = "observation.images."
+GRASPS_KEY = "observation.grasps"  # optional: a dataset without it derives the count from its actions
 
 
 def load_info(root: str | Path) -> dict:
@@ -105,6 +106,8 @@ class LeRobotDataset:
     def _load_frames(self, feats: dict) -> None:
         files = sorted({(e["data/chunk_index"], e["data/file_index"]) for e in self.episodes})
         numeric = ["action", "observation.state", "episode_index", "frame_index", "index", "task_index"]
+        if GRASPS_KEY in feats:  # recorded where the commands that ran are not the actions (DAgger's labels)
+            numeric.append(GRASPS_KEY)
         # PNG bytes per camera, as Python bytes taken file by file: the Arrow tables are not kept
         # (holding both doubled the dataset's memory: 2.2 GB more for LIBERO-Goal's 59k frames)
         self._image_bytes = {c: [] for c in self.cameras if feats[IMAGE_PREFIX + c]["dtype"] == "image"}
@@ -154,11 +157,14 @@ class LeRobotDataset:
         pos = np.arange(len(self))
         if not np.all((self._ep_bounds[:, 0] <= pos) & (pos < self._ep_bounds[:, 1]) & (self._ep_bounds[:, 1] <= len(self))):
             raise DatasetError(f"{self.root}: dataset_from_index/dataset_to_index in meta/episodes/ do not match the frames in data/")
-        # the grasp-release cycles completed before each frame, from the episode's own gripper
-        # commands (the last action number): what LiberoEnv's obs["grasps"] reports at that step
-        self.grasps = np.zeros(len(self.actions), np.int64)
-        for start, end in {tuple(b) for b in self._ep_bounds.tolist()}:
-            self.grasps[start:end] = grasps_before_each_step(self.actions[start:end, -1])
+        # the grasp-release cycles completed before each frame (what LiberoEnv's obs["grasps"]
+        # reported there): recorded, or from the episode's own gripper commands (the last action number)
+        if GRASPS_KEY in arrays:
+            self.grasps = arrays[GRASPS_KEY][order].astype(np.int64).reshape(-1)
+        else:
+            self.grasps = np.zeros(len(self.actions), np.int64)
+            for start, end in {tuple(b) for b in self._ep_bounds.tolist()}:
+                self.grasps[start:end] = grasps_before_each_step(self.actions[start:end, -1])
         if np.any((self.task_index < 0) | (self.task_index >= len(self.tasks))):
             raise DatasetError(f"{self.root}: task_index in data/ outside the {len(self.tasks)} tasks of meta/tasks.parquet")
         self._video_cache: dict = {}
@@ -259,7 +265,8 @@ class DatasetUnion:
                                ("render setting", p.info.get("vla", {}).get("render_quality"),
                                 first.info.get("vla", {}).get("render_quality")),
                                *((f"feature {k}", p.info["features"].get(k, {}).get("shape"), first.info["features"][k]["shape"])
-                                 for k in first.info["features"] if k == "action" or k.startswith("observation."))):
+                                 for k in first.info["features"]
+                                 if k == "action" or (k.startswith("observation.") and k != GRASPS_KEY))):
                 if a != b:
                     raise DatasetError(f"{p.root} cannot be trained on with {first.root}: {what} {a} vs {b}")
         self.root, self.info, self.cameras = first.root, first.info, first.cameras

@@ -60,6 +60,7 @@ def collect_rollouts(cfg: DictConfig, r: int, policy_path: Path) -> dict:
 
     from ..dataset.collection import dataset_features
     from ..dataset.format import LeRobotWriter, vector_feature
+    from ..dataset.reader import GRASPS_KEY
     from ..eval import num_envs, render_quality
 
     suite = get_suite(cfg.suite.name)
@@ -70,6 +71,8 @@ def collect_rollouts(cfg: DictConfig, r: int, policy_path: Path) -> dict:
     quality, beta, d = render_quality("auto", policy), expert_drives(cfg, r), round_dir(cfg, r)
     features = dataset_features(cameras, resolution)
     features["learner_acted"] = vector_feature(["learner_acted"], "int64")  # 1: the policy drove this step
+    # the count of the commands that ran (the learner's), which the labels' own would not give
+    features[GRASPS_KEY] = vector_feature(["grasps"], "int64")
     writer = LeRobotWriter(d / "data", fps=suite.control_freq, features=features,
                            recording={"render_quality": quality, "dagger_round": r, "expert_drives": beta,
                                       "policy": str(policy_path)})
@@ -88,6 +91,7 @@ def collect_rollouts(cfg: DictConfig, r: int, policy_path: Path) -> dict:
         frames["observation.state"] = np.stack([s["state"] for s in labelled]).astype(np.float32)
         frames["action"] = np.stack([s["action"] for s in labelled]).astype(np.float32)
         frames["learner_acted"] = np.array([[s["learner_acted"]] for s in labelled], np.int64)
+        frames[GRASPS_KEY] = np.array([[s["grasps"]] for s in labelled], np.int64)
         writer.add_episode(frames, task=suite.tasks[rec["task"]].instruction)
 
     first = (r - 1) * EPISODES_PER_ROUND
