@@ -170,7 +170,10 @@ class Bridge:
             log.warning("stop: %s", reason)
         self._stopped_for = kind or reason
         self.stats["stops"] += 1
-        self.grasps.update(cmd.gripper)
+        self._publish(cmd)
+
+    def _publish(self, cmd: Command) -> None:
+        self.grasps.update(cmd.gripper)  # every published command, stops included, is a step of the count
         self.publish(cmd)
 
     def _receive(self) -> None:
@@ -225,6 +228,5 @@ class Bridge:
             self.stats["clipped"] += 1
             log.warning("clipped: %s", "; ".join(cmd.notes))
         self.gripper = cmd.gripper
-        self.grasps.update(cmd.gripper)
         self.stats["commands"] += 1
-        self.publish(cmd)
+        self._publish(cmd)
